@@ -1,0 +1,93 @@
+// Plain facts exchanged between the engine and the connection tracker. conntrack/ never
+// includes engine headers: the engine's packet parser fills a PacketFacts, the tracker
+// answers with a TrackResult.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+namespace nwfq::ct {
+
+// Monotonic time in nanoseconds. Wall clock for nwfqd, capture timestamps for replay.
+using Nanos = int64_t;
+inline constexpr Nanos kNanosPerSecond = 1'000'000'000;
+
+// The source of time. Only the real seams get an interface: see MonotonicClock
+// (conntrack/clock.h) and FakeClock (tests/testing/fake_clock.h).
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  virtual Nanos Now() const = 0;
+};
+
+// Connection state as iptables' conntrack match (--ctstate) sees it.
+enum class State : uint8_t { kNew, kEstablished, kRelated, kInvalid, kUntracked };
+// Packet direction relative to the connection's originator (--ctdir).
+enum class Dir : uint8_t { kOriginal, kReply };
+
+// TCP header flag bits as on the wire.
+enum TcpFlag : uint8_t {
+  kTcpFin = 0x01,
+  kTcpSyn = 0x02,
+  kTcpRst = 0x04,
+  kTcpPsh = 0x08,
+  kTcpAck = 0x10,
+  kTcpUrg = 0x20,
+};
+
+// The transport facts of one IP packet (or of the packet quoted inside an ICMP error).
+// Addresses in network byte order (IPv4 in bytes [0, 4)); ports and ids in host order.
+struct FlowFacts {
+  uint8_t family = 4;  // 4 or 6
+  uint8_t l4proto = 0;  // IP protocol number after IPv6 extension headers
+  std::array<uint8_t, 16> src{};
+  std::array<uint8_t, 16> dst{};
+  uint16_t sport = 0;  // tcp, udp, udplite, sctp; 0 otherwise
+  uint16_t dport = 0;
+  uint8_t icmp_type = 0;  // icmp / icmpv6
+  uint8_t icmp_code = 0;
+  uint16_t icmp_id = 0;  // echo identifier
+  uint32_t spi = 0;      // esp / ah
+  uint16_t gre_key = 0;  // gre: key or call id when present
+};
+
+struct PacketFacts {
+  FlowFacts flow;
+  // TCP.
+  uint8_t tcp_flags = 0;
+  uint32_t tcp_seq = 0;
+  uint32_t tcp_ack = 0;
+  uint16_t tcp_window = 0;       // raw, unscaled
+  uint8_t tcp_wscale = 0xff;     // window-scale option on SYN, 0xff = absent
+  bool tcp_sack_perm = false;
+  uint32_t payload_len = 0;      // L4 payload bytes (TCP: data after the header)
+  // SCTP: first chunk type and verification tag.
+  uint8_t sctp_chunk = 0;
+  uint32_t sctp_vtag = 0;
+  // ICMP/ICMPv6 error messages quote an earlier packet; `inner` is that packet's flow
+  // as written in the quote (from the original sender's point of view).
+  bool icmp_error = false;
+  FlowFacts inner;
+  // The transport checksum was verified and is wrong (the kernel marks INVALID).
+  bool bad_checksum = false;
+  // A non-first IP fragment: no transport header to read.
+  bool fragment = false;
+};
+
+// Handle to a table entry, valid while `generation` matches the slot's.
+struct EntryRef {
+  uint32_t slot = UINT32_MAX;
+  uint32_t generation = 0;
+  bool valid() const { return slot != UINT32_MAX; }
+};
+
+// What Table::Track answers for one packet.
+struct TrackResult {
+  State state = State::kInvalid;
+  Dir dir = Dir::kOriginal;
+  EntryRef entry;          // the connection (existing or tentative); invalid for kInvalid/kUntracked
+  bool tentative = false;  // a new connection that exists only once Confirm() is called
+  bool assured = false;
+};
+
+}  // namespace nwfq::ct
