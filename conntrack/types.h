@@ -38,7 +38,7 @@ enum TcpFlag : uint8_t {
 // The transport facts of one IP packet (or of the packet quoted inside an ICMP error).
 // Addresses in network byte order (IPv4 in bytes [0, 4)); ports and ids in host order.
 struct FlowFacts {
-  uint8_t family = 4;  // 4 or 6
+  uint8_t family = 4;   // 4 or 6
   uint8_t l4proto = 0;  // IP protocol number after IPv6 extension headers
   std::array<uint8_t, 16> src{};
   std::array<uint8_t, 16> dst{};
@@ -57,10 +57,10 @@ struct PacketFacts {
   uint8_t tcp_flags = 0;
   uint32_t tcp_seq = 0;
   uint32_t tcp_ack = 0;
-  uint16_t tcp_window = 0;       // raw, unscaled
-  uint8_t tcp_wscale = 0xff;     // window-scale option on SYN, 0xff = absent
+  uint16_t tcp_window = 0;    // raw, unscaled
+  uint8_t tcp_wscale = 0xff;  // window-scale option on SYN, 0xff = absent
   bool tcp_sack_perm = false;
-  uint32_t payload_len = 0;      // L4 payload bytes (TCP: data after the header)
+  uint32_t payload_len = 0;  // L4 payload bytes (TCP: data after the header)
   // SCTP: first chunk type and verification tag.
   uint8_t sctp_chunk = 0;
   uint32_t sctp_vtag = 0;
@@ -85,7 +85,7 @@ struct EntryRef {
 struct TrackResult {
   State state = State::kInvalid;
   Dir dir = Dir::kOriginal;
-  EntryRef entry;          // the connection (existing or tentative); invalid for kInvalid/kUntracked
+  EntryRef entry;  // the connection (existing or tentative); invalid for kInvalid/kUntracked
   bool tentative = false;  // a new connection that exists only once Confirm() is called
   bool assured = false;
 };

@@ -1,0 +1,170 @@
+// The connection-tracking table: one fixed-capacity, never-rehashed table of fixed-size
+// entries, classifying each packet as the kernel's nf_conntrack would (NEW / ESTABLISHED /
+// RELATED / INVALID / UNTRACKED, ORIGINAL / REPLY, ASSURED) and keeping per-protocol state
+// (TCP state machine with window tracking, UDP/GRE stream rule, ICMP/ICMPv6 echo ids and
+// errors, SCTP, generic).
+//
+// Contract:
+//  * Track() runs for every IP packet before the filter (as the kernel's conntrack runs
+//    before iptables): an existing connection is updated at once, also if the filter then
+//    drops the packet. A packet that would create a connection gets a *tentative* entry:
+//    it becomes part of the table only through Confirm() (the engine confirms when the
+//    verdict is accept). At most one tentative entry exists at a time: the next Track()
+//    (or Discard()) throws an unconfirmed one away, so a dropped first packet leaves no
+//    state. Call Confirm() for a result before tracking the next packet.
+//  * Time comes only from `now` (monotonic nanoseconds, never decreasing between calls).
+//    Deadlines are stored as 32-bit milliseconds relative to the first `now` seen.
+//  * Zero heap allocations after construction. Memory = capacity * kSlotBytes.
+//  * Not thread-safe: one Table per worker thread (the engine's per-queue design).
+//  * Expired entries are removed lazily when met by a lookup or insert, and by Sweep().
+//  * Full table (or a full probe window): evict an expired or unassured entry of the same
+//    window (the kernel's early_drop picks unassured ones too), else refuse the new
+//    connection (TrackResult.state = kInvalid with no entry; counted as insert_failed;
+//    the kernel drops such packets).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string_view>
+
+#include "conntrack/timeouts.h"
+#include "conntrack/types.h"
+
+namespace nwfq::ct {
+
+struct TableOptions {
+  // Maximum number of connections (kernel default nf_conntrack_max on big hosts: 262144).
+  uint32_t capacity = 262144;
+  // net.netfilter.nf_conntrack_tcp_loose: pick up connections mid-stream (a bare ACK is NEW).
+  bool tcp_loose = true;
+  // net.netfilter.nf_conntrack_tcp_be_liberal: only out-of-window RSTs are INVALID.
+  bool tcp_be_liberal = false;
+  // net.netfilter.nf_conntrack_checksum: PacketFacts::bad_checksum makes a packet INVALID.
+  bool check_checksums = true;
+  // net.netfilter.nf_conntrack_tcp_max_retrans.
+  uint8_t tcp_max_retrans = 3;
+  // net.netfilter.nf_conntrack_tcp_ignore_invalid_rst.
+  bool tcp_ignore_invalid_rst = false;
+};
+
+struct TableStats {
+  uint64_t found = 0;          // packets that matched an existing connection
+  uint64_t new_conns = 0;      // tentative entries created (NEW packets)
+  uint64_t confirmed = 0;      // tentative entries confirmed into the table
+  uint64_t invalid = 0;        // packets classified INVALID
+  uint64_t ignored = 0;        // packets classified UNTRACKED (ND, MLD, ...)
+  uint64_t related = 0;        // ICMP errors matched to a connection
+  uint64_t early_drop = 0;     // entries evicted to make room
+  uint64_t insert_failed = 0;  // new connections refused: window full of assured entries
+  uint64_t expired = 0;        // entries removed because their deadline passed
+  uint64_t tcp_ignored = 0;    // TCP packets the state machine "ignored" (kernel sIG)
+};
+
+// Kernel TCP conntrack states (values as in enum tcp_conntrack).
+enum class TcpState : uint8_t {
+  kNone,
+  kSynSent,
+  kSynRecv,
+  kEstablished,
+  kFinWait,
+  kCloseWait,
+  kLastAck,
+  kTimeWait,
+  kClose,
+  kSynSent2,
+};
+std::string_view TcpStateName(TcpState s);  // "SYN_SENT", ... as `conntrack -L` prints
+
+// Kernel SCTP conntrack states (enum sctp_conntrack).
+enum class SctpState : uint8_t {
+  kNone,
+  kClosed,
+  kCookieWait,
+  kCookieEchoed,
+  kEstablished,
+  kShutdownSent,
+  kShutdownRecd,
+  kShutdownAckSent,
+  kHeartbeatSent,
+};
+std::string_view SctpStateName(SctpState s);
+
+// A read-only snapshot of one connection, for `nwfqctl conntrack list` and tests.
+struct ConnInfo {
+  EntryRef ref;
+  FlowFacts original;           // the originator's tuple: src/dst/ports (icmp: type/code/id)
+  uint8_t proto_state = 0;      // TcpState or SctpState value; 0 for other protocols
+  std::string_view state_name;  // "ESTABLISHED", "TIME_WAIT", ... ("" if stateless)
+  bool seen_reply = false;
+  bool assured = false;
+  bool tentative = false;
+  Nanos expires_in = 0;  // time left until the deadline (<= 0: expired, not yet swept)
+  Nanos last_seen = 0;   // time of the last packet (absolute, same scale as `now`)
+};
+
+class Table {
+ public:
+  // Bytes of one slot (entry + index tag); total memory = capacity() * kSlotBytes.
+  static const size_t kEntryBytes;
+  static const size_t kSlotBytes;
+
+  explicit Table(const TableOptions& options);
+  ~Table();
+  Table(const Table&) = delete;
+  Table& operator=(const Table&) = delete;
+
+  // Classifies `p` and updates its connection (see the contract above). `timeouts` is read
+  // at this call to set the connection's new deadline.
+  TrackResult Track(const PacketFacts& p, const TimeoutPolicy& timeouts, Nanos now);
+  // Makes a tentative connection real. No-op for anything else (existing connections,
+  // results already confirmed or discarded).
+  void Confirm(const TrackResult& r, Nanos now);
+  // Throws away a tentative connection (optional: the next Track does it too).
+  void Discard(const TrackResult& r);
+
+  // Removes up to `budget` expired entries, continuing where the previous call stopped;
+  // returns how many were removed. Call it from the worker loop when idle.
+  size_t Sweep(size_t budget, Nanos now);
+  // Removes every connection (`conntrack -F`).
+  void Flush();
+  // Removes one connection (like `conntrack -D`); false if `ref` is stale.
+  bool Erase(EntryRef ref);
+
+  // Live (confirmed, not expired at `now`) connection behind `ref`, if still there.
+  std::optional<ConnInfo> Get(EntryRef ref, Nanos now) const;
+  // True if `ref` still names a confirmed connection that has not expired at `now`.
+  bool IsLive(EntryRef ref, Nanos now) const;
+  // Calls `fn` for every confirmed, unexpired connection (in slot order).
+  void ForEach(Nanos now, const std::function<void(const ConnInfo&)>& fn) const;
+
+  uint32_t size() const { return size_; }  // confirmed entries, expired ones not yet removed
+  uint32_t capacity() const { return capacity_; }
+  size_t MemoryBytes() const { return static_cast<size_t>(slots_) * kSlotBytes; }
+  const TableStats& stats() const { return stats_; }
+  const TableOptions& options() const { return options_; }
+
+  struct Entry;  // defined in table.cc (fixed size, static_assert'ed there)
+
+ private:
+  friend class TableInternals;
+  TableOptions options_;
+  uint32_t capacity_ = 0;
+  uint32_t slots_ = 0;  // capacity_ rounded up to whole buckets
+  uint32_t buckets_ = 0;
+  std::unique_ptr<Entry[]> entries_;
+  std::unique_ptr<uint16_t[]> tags_;  // 0 = free slot; else a 15-bit hash tag | 0x8000
+  uint32_t size_ = 0;
+  uint32_t sweep_cursor_ = 0;
+  uint32_t next_generation_ = 1;
+  // The tentative entry of the last Track (UINT32_MAX: none).
+  uint32_t pending_slot_ = UINT32_MAX;
+  bool epoch_set_ = false;
+  Nanos epoch_ = 0;
+  TableStats stats_;
+};
+
+}  // namespace nwfq::ct
