@@ -14,9 +14,14 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "conntrack/connlimit.h"
+#include "conntrack/table.h"
+#include "conntrack/timeouts.h"
 #include "conntrack/types.h"
+#include "engine/packet_view.h"
 #include "parser/instantiated.h"
 
 namespace nwfq::engine {
@@ -37,17 +42,19 @@ enum class Layer : uint8_t { kEthernet, kNetwork };
 struct PacketInput {
   std::span<const uint8_t> bytes;
   Layer layer = Layer::kEthernet;
-  uint16_t ethertype = 0;                        // kNetwork: 0x0800 / 0x86dd
+  uint16_t ethertype = 0;                         // kNetwork: 0x0800 / 0x86dd
   std::optional<std::array<uint8_t, 6>> src_mac;  // kNetwork: from NFQA_HWADDR when present
   bool checksum_unverified = false;  // the kernel says the checksum is not ready (offload)
 };
 
 // Why a packet got its verdict, beyond the deciding rule.
 enum class Reason : uint8_t {
-  kRule,          // a rule with a terminal action decided (see Decision::rule)
-  kFellOff,       // no terminal rule: the chain's fall-through behaviour decided (b.3, b.4)
-  kNoBinding,     // no binding for this interface: not ours to filter
-  kMalformed,     // the packet could not be parsed; the malformed-packet policy decided
+  kRule,       // a rule with a terminal action decided (see Decision::rule)
+  kFellOff,    // no terminal rule: the chain's fall-through behaviour decided (b.3, b.4)
+  kNoBinding,  // no binding for this interface: not ours to filter
+  kMalformed,  // the packet could not be parsed; the malformed-packet policy decided
+  kFragment,   // a non-first IP fragment whose first fragment was not seen (see
+               // EngineOptions::orphan_fragment_verdict); others follow their first
 };
 
 struct Decision {
@@ -57,11 +64,41 @@ struct Decision {
   ct::State ct_state = ct::State::kUntracked;
   ct::Dir ct_dir = ct::Dir::kOriginal;
   bool ct_looked_at = false;  // false for frames conntrack does not see (ARP, ...)
+  // Added by the engine developer:
+  int32_t l2_rule = -1;  // the layer-2 rule that accepted/dropped/returned the frame, or -1
+  Malformed malformed = Malformed::kNone;  // why parsing failed (Reason::kMalformed)
 };
 
 struct EngineOptions {
+  // Connections are tracked per binding (a VM never sees another VM's entries, like a
+  // conntrack zone per tap): each binding gets its own table of this capacity.
   uint32_t conntrack_capacity = 262'144;
   Verdict malformed_verdict = Verdict::kDrop;
+  // Verify transport checksums (as the kernel's conntrack does; bad ones are INVALID).
+  // PacketInput::checksum_unverified skips it per packet.
+  bool verify_checksums = true;
+  // Non-first IP fragments take the decision of their datagram's first fragment (the
+  // kernel reassembles before conntrack and decides the whole datagram once). Those whose
+  // first fragment was not seen (out of order, or evicted) get this verdict.
+  Verdict orphan_fragment_verdict = Verdict::kDrop;
+  ct::TableOptions table;            // capacity is taken from conntrack_capacity
+  ct::ConnLimiterOptions connlimit;  // kernel_compat_sticky reproduces finding i.1
+};
+
+// Process-wide counters (monotonic).
+struct EngineCounters {
+  uint64_t packets = 0;
+  uint64_t no_binding = 0;
+  uint64_t orphan_fragments = 0;
+  std::array<uint64_t, kMalformedCount> malformed{};  // by Malformed reason
+};
+
+// Per-rule-instance counters of one binding, as `iptables -L -v` shows them.
+struct RuleCounter {
+  uint32_t rule = 0;  // index into InstantiatedBinding::rules
+  std::string chain;  // "FI", "FO", "HI" (+ "6" for IPv6) or "I:<chain>" / "O:<chain>"
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
 };
 
 class Engine {
@@ -79,6 +116,19 @@ class Engine {
   // Decides one packet seen on `portdev` in `view` at time `now`. Updates conntrack (new
   // connections are confirmed only when the verdict is accept) and rule counters.
   Decision Decide(std::string_view portdev, View view, const PacketInput& packet, ct::Nanos now);
+
+  // Decide() that also writes, per rule looked at, whether it matched and why not
+  // (the first condition that failed), one line each, into `*explanation`.
+  Decision Explain(std::string_view portdev, View view, const PacketInput& packet, ct::Nanos now,
+                   std::string* explanation);
+
+  // The root timeout policy (kernel defaults until Set); bindings inherit from it.
+  ct::TimeoutPolicy& timeouts();
+  // The binding's own policy (a child of timeouts()), or nullptr for an unknown portdev.
+  ct::TimeoutPolicy* binding_timeouts(std::string_view portdev);
+
+  EngineCounters counters() const;
+  std::vector<RuleCounter> rule_counters(std::string_view portdev) const;
 
  private:
   struct State;
