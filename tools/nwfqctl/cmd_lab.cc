@@ -8,6 +8,8 @@
 namespace nwfq::ctl {
 namespace {
 
+bool g_verbose = false;  // lab -v: print each command
+
 int Report(const absl::Status& st) {
   if (st.ok()) return 0;
   std::fprintf(stderr, "nwfqctl lab: %s\n", std::string(st.message()).c_str());
@@ -22,14 +24,13 @@ const bool kRegistered =
           "VM's tap vnet0; run nwfqd here) and nwfq-peer (198.18.0.3/.4). Needs root; never\n"
           "touches the root namespace.");
       lab->require_subcommand(1);
-      auto* verbose = new bool(false);  // lives as long as the CLI (process lifetime)
-      lab->add_flag("-v,--verbose", *verbose, "print each command");
+      lab->add_flag("-v,--verbose", g_verbose, "print each command");
 
       lab->add_subcommand("up",
                           "create the namespaces, links and addresses (idempotent; rebuilds a "
                           "half-up lab)")
-          ->callback([exit_code, verbose] {
-            *exit_code = Report(lab::Up(*verbose));
+          ->callback([exit_code] {
+            *exit_code = Report(lab::Up(g_verbose));
             if (*exit_code == 0) {
               std::printf("lab up: ip netns exec %s ping -c1 %s ; nwfqd runs in %s\n", lab::kVmNs,
                           lab::kPeerIp4, lab::kHostNs);
@@ -38,7 +39,7 @@ const bool kRegistered =
       lab->add_subcommand("down",
                           "end the processes left inside and delete the namespaces "
                           "(idempotent, also after a crash)")
-          ->callback([exit_code, verbose] { *exit_code = Report(lab::Down(*verbose)); });
+          ->callback([exit_code] { *exit_code = Report(lab::Down(g_verbose)); });
       lab->add_subcommand("status",
                           "show namespaces, addresses, processes, steering rules and "
                           "NFQUEUE state; exit 0 iff the lab is up")
