@@ -13,11 +13,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "conntrack/clock.h"
 #include "engine/engine.h"
 #include "engine/nfqueue/nfqueue.h"
 #include "engine/packet_view.h"
+#include "tools/nwfqd/control.h"
 #include "tools/nwfqd/policy.h"
 #include "tools/nwfqd/steering.h"
 
@@ -184,17 +186,17 @@ class Worker {
     return nfq::Verdict::kAccept;
   }
 
-  void PrintStats(FILE* f) const {
-    std::fprintf(f, "nwfqd: decisions (accept/drop/reject):");
+  std::string StatsText() const {
+    std::string out = "decisions (accept/drop/reject):";
     for (View v : {View::kFromVm, View::kToVm, View::kVmToHost}) {
       const auto& d = stats_.decisions[static_cast<int>(v)];
-      std::fprintf(f, " %s %" PRIu64 "/%" PRIu64 "/%" PRIu64, ViewName(v), d[0], d[1], d[2]);
+      absl::StrAppend(&out, " ", ViewName(v), " ", d[0], "/", d[1], "/", d[2]);
     }
-    std::fprintf(f,
-                 "\nnwfqd: reasons: rule %" PRIu64 ", fell-off %" PRIu64 ", no-binding %" PRIu64
-                 ", malformed %" PRIu64 ", orphan fragment %" PRIu64 "; not ours %" PRIu64 "\n",
-                 stats_.by_reason[0], stats_.by_reason[1], stats_.by_reason[2], stats_.by_reason[3],
-                 stats_.by_reason[4], stats_.not_ours);
+    const auto& r = stats_.by_reason;
+    absl::StrAppend(&out, "\nreasons: rule ", r[0], ", fell-off ", r[1], ", no-binding ", r[2],
+                    ", malformed ", r[3], ", orphan fragment ", r[4], "; not ours ",
+                    stats_.not_ours, "\n");
+    return out;
   }
 
  private:
@@ -230,11 +232,17 @@ class Worker {
       rule = absl::StrCat(" ", ReasonName(d.reason));
     }
     const uint64_t suppressed = limiter_.TakeSuppressed();
-    std::fprintf(
-        stderr, "nwfqd: %-12s %s %-10s %s ct %s/%s%s%s\n", VerdictName(d.verdict), portdev.c_str(),
-        ViewName(view), Describe(p).c_str(), d.ct_looked_at ? CtStateName(d.ct_state) : "-",
-        d.ct_dir == ct::Dir::kOriginal ? "ORIGINAL" : "REPLY", rule.c_str(),
-        suppressed > 0 ? absl::StrCat(" (", suppressed, " lines suppressed)").c_str() : "");
+    std::string ct = "-";
+    if (d.ct_looked_at) {
+      ct = CtStateName(d.ct_state);
+      if (d.ct_state != ct::State::kUntracked)
+        ct += d.ct_dir == ct::Dir::kOriginal ? "/ORIGINAL" : "/REPLY";
+    }
+    std::string tail =
+        suppressed > 0 ? absl::StrCat(" (", suppressed, " lines suppressed before)") : "";
+    std::fprintf(stderr, "nwfqd: %-12s %s %-10s %s ct %s%s%s\n", VerdictName(d.verdict),
+                 portdev.c_str(), ViewName(view), Describe(p).c_str(), ct.c_str(), rule.c_str(),
+                 tail.c_str());
   }
 
   const Config& config_;
@@ -289,45 +297,72 @@ absl::Status Run(const Config& config, const std::atomic<bool>& stop) {
       return st;
     }
   }
-  std::fprintf(stderr, "nwfqd: ready: queue %u, bindings %s, steering %s (%s), %s\n", config.queue,
-               absl::StrJoin(portdevs, ",").c_str(), steer::BackendName(*backend),
-               detection.detail.empty() ? "operator" : detection.detail.c_str(),
-               config.fail_open ? "fail-open" : "fail-closed");
-
   Worker worker(config, *std::move(policy), engine);
+  // Counters as text: at exit and for the control socket's `status`.
+  auto report = [&] {
+    const nfq::Counters& c = (*queue)->counters();
+    std::string out = absl::StrCat(
+        "queue ", config.queue, " (", config.fail_open ? "fail-open" : "fail-closed", ", steering ",
+        steer::BackendName(*backend), ", bindings ", absl::StrJoin(portdevs, ","), "): packets ",
+        c.packets, " (accepted ", c.accepted, ", dropped ", c.dropped, ") in ", c.batches,
+        " batches; truncated ", c.truncated, ", bad messages ", c.bad_messages, ", enobufs ",
+        c.enobufs, ", receive errors ", c.recv_errors, ", verdict send errors ", c.send_errors,
+        "\n");
+    absl::StatusOr<nfq::KernelQueueStats> ks = nfq::ReadKernelQueueStats(config.queue);
+    if (ks.ok()) {
+      absl::StrAppend(&out, "kernel: waiting ", ks->waiting, ", queue-full drops ",
+                      ks->queue_dropped, ", socket overrun drops ", ks->user_dropped, "\n");
+    }
+    return absl::StrCat(out, worker.StatsText());
+  };
+
+  std::unique_ptr<ControlServer> control;
+  if (!config.control_path.empty()) {
+    absl::StatusOr<std::unique_ptr<ControlServer>> c = ControlServer::Open(config.control_path);
+    if (!c.ok()) {
+      (void)steer::Remove(*backend);
+      return c.status();
+    }
+    control = *std::move(c);
+  }
+  std::fprintf(stderr, "nwfqd: ready: queue %u, bindings %s, steering %s (%s), %s%s\n",
+               config.queue, absl::StrJoin(portdevs, ",").c_str(), steer::BackendName(*backend),
+               detection.detail.empty() ? "by the operator" : detection.detail.c_str(),
+               config.fail_open ? "fail-open" : "fail-closed",
+               control ? absl::StrCat(", control ", config.control_path).c_str() : "");
+
   absl::Status loop_status;
+  absl::Time next_control = absl::Now();
   while (!stop.load(std::memory_order_relaxed)) {
     absl::StatusOr<int> n =
-        (*queue)->ProcessBatch(200, [&](const nfq::Packet& p) { return worker.Handle(p); });
+        (*queue)->ProcessBatch(100, [&](const nfq::Packet& p) { return worker.Handle(p); });
     if (!n.ok()) {
       loop_status = n.status();
       break;
+    }
+    if (control && absl::Now() >= next_control) {  // off the per-packet path: <= 10 polls/s
+      control->Poll([&](std::string_view request) -> std::string {
+        if (request == "status") return report();
+        return absl::StrCat("error: unknown request '", std::string(request),
+                            "' (known: status)\n");
+      });
+      next_control = absl::Now() + absl::Milliseconds(100);
     }
   }
 
   // Shutdown: stop steering new packets, decide what is already queued, then unbind.
   absl::Status removed = steer::Remove(*backend);
-  if (!removed.ok())
+  if (!removed.ok()) {
     std::fprintf(stderr, "nwfqd: removing steering: %s\n", removed.ToString().c_str());
+  }
   for (int i = 0; i < 100; ++i) {
     absl::StatusOr<int> n =
         (*queue)->ProcessBatch(0, [&](const nfq::Packet& p) { return worker.Handle(p); });
     if (!n.ok() || *n == 0) break;
   }
-  const nfq::Counters& c = (*queue)->counters();
-  std::fprintf(stderr,
-               "nwfqd: queue %u: packets %" PRIu64 " (accepted %" PRIu64 ", dropped %" PRIu64
-               ") in %" PRIu64 " batches; truncated %" PRIu64 ", bad messages %" PRIu64
-               ", enobufs %" PRIu64 ", receive errors %" PRIu64 ", verdict send errors %" PRIu64
-               "\n",
-               config.queue, c.packets, c.accepted, c.dropped, c.batches, c.truncated,
-               c.bad_messages, c.enobufs, c.recv_errors, c.send_errors);
-  absl::StatusOr<nfq::KernelQueueStats> ks = nfq::ReadKernelQueueStats(config.queue);
-  if (ks.ok()) {
-    std::fprintf(stderr, "nwfqd: kernel: queue full drops %u, socket overrun drops %u\n",
-                 ks->queue_dropped, ks->user_dropped);
+  for (absl::string_view line : absl::StrSplit(report(), '\n', absl::SkipEmpty())) {
+    std::fprintf(stderr, "nwfqd: %.*s\n", static_cast<int>(line.size()), line.data());
   }
-  worker.PrintStats(stderr);
   if (!loop_status.ok()) return loop_status;
   return removed;
 }

@@ -35,6 +35,7 @@ struct Config {
   // lower it once the parser takes truncated tails (headers fit in 512 bytes).
   uint32_t copy_range = 0xffff;
   int batch = 64;
+  std::string control_path;  // "" = no control socket
 };
 
 // Loads the policy, binds the queue, installs steering, runs until `stop` becomes true,

@@ -61,6 +61,9 @@ int main(int argc, char** argv) {
   app.add_option("--batch", config.batch, "packets per receive batch and verdict write")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
+  app.add_option("--control", config.control_path,
+                 "Unix socket (mode 0600) answering `status` with the counters; e.g. "
+                 "/run/nwfq/nwfqd.sock. Try: echo status | socat - UNIX-CONNECT:PATH");
   CLI11_PARSE(app, argc, argv);
 
   struct sigaction sa = {};
