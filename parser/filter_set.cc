@@ -54,6 +54,11 @@ absl::Status FilterSet::Add(Filter filter) {
   return absl::OkStatus();
 }
 
+void FilterSet::AddOrReplace(Filter filter) {
+  std::string name = filter.name;
+  filters_.insert_or_assign(std::move(name), std::move(filter));
+}
+
 const Filter* FilterSet::Find(std::string_view name) const {
   auto it = filters_.find(name);
   return it == filters_.end() ? nullptr : &it->second;

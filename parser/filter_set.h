@@ -30,6 +30,9 @@ class FilterSet {
   absl::Status AddString(std::string_view xml, std::string_view file_name);
   // Adds an already parsed filter (duplicate name is an error).
   absl::Status Add(Filter filter);
+  // Adds or replaces the filter of the same name (e.g. a file being checked against
+  // the directory it belongs to).
+  void AddOrReplace(Filter filter);
 
   // The filter called `name`, or nullptr.
   const Filter* Find(std::string_view name) const;

@@ -72,7 +72,8 @@ bool Next(std::vector<IterEntry>& entries) {
 
 class Instantiator {
  public:
-  Instantiator(const FilterSet& filters, InstantiatedBinding& out) : filters_(filters), out_(out) {}
+  Instantiator(const FilterSet& filters, InstantiatedBinding& out, bool structural)
+      : filters_(filters), out_(out), structural_(structural) {}
 
   void Walk(const Filter& f, const Vars& vars) {
     stack_.push_back(&f);
@@ -144,6 +145,7 @@ class Instantiator {
       const VarList* list = Lookup(vars, ref.name);
       const std::string loc =
           str::Cat(Where(f, d->line), ": ", ProtocolName(rule.protocol), "/", spec.name);
+      if (list == nullptr && structural_) continue;  // left out of the rule
       if (list == nullptr) {
         std::string hint = ref.name == "IP" || ref.name == "IPV6"
                                ? " (nwfq does not learn guest addresses: pass it as a "
@@ -214,6 +216,7 @@ class Instantiator {
           const Access* a = nullptr;
           for (const Access& acc : accesses)
             if (acc.def == &d) a = &acc;
+          if (a == nullptr) continue;  // structural mode: unset variable
           const std::string& text = (*a->list)[entries[a->entry].cur];
           absl::StatusOr<AttrValue> v = ParseAttrValue(a->spec->type, text);
           if (!v.ok()) {
@@ -244,6 +247,7 @@ class Instantiator {
 
   const FilterSet& filters_;
   InstantiatedBinding& out_;
+  const bool structural_;
   std::vector<const Filter*> stack_;
   std::set<const Filter*> seen_filters_;
   std::vector<std::string> errors_;
@@ -356,8 +360,22 @@ absl::StatusOr<InstantiatedBinding> Instantiate(const FilterSet& filters, const 
                                                    binding.mac[4], binding.mac[5])});
   for (const auto& [name, values] : binding.params) Set(vars, name, values);
 
-  Instantiator inst(filters, out);
+  Instantiator inst(filters, out, /*structural=*/false);
   inst.Walk(*top, vars);
+  if (!inst.errors().empty()) return absl::InvalidArgumentError(str::Join(inst.errors(), "\n"));
+  ComputeOrder(out);
+  return out;
+}
+
+absl::StatusOr<InstantiatedBinding> InstantiateStructure(const FilterSet& filters,
+                                                         std::string_view top_name) {
+  InstantiatedBinding out;
+  out.top_filter = std::string(top_name);
+  const Filter* top = filters.Find(top_name);
+  if (top == nullptr)
+    return absl::NotFoundError(str::Cat("filter '", top_name, "' is not defined"));
+  Instantiator inst(filters, out, /*structural=*/true);
+  inst.Walk(*top, Vars{});
   if (!inst.errors().empty()) return absl::InvalidArgumentError(str::Join(inst.errors(), "\n"));
   ComputeOrder(out);
   return out;

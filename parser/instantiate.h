@@ -8,6 +8,8 @@
 // FilterSet.
 #pragma once
 
+#include <string_view>
+
 #include "absl/status/statusor.h"
 #include "parser/binding.h"
 #include "parser/filter_set.h"
