@@ -23,4 +23,11 @@ namespace nwfq {
 // together.
 absl::StatusOr<InstantiatedBinding> Instantiate(const FilterSet& filters, const Binding& binding);
 
+// For `nwfqctl check`: instantiates filter `top` without a binding. Variables that no
+// <filterref> defines are left out of the rules instead of being an error (so lists
+// produce one rule); everything else (unknown filters, cycles, values of defined
+// variables, ordering and its warnings) is checked as in Instantiate().
+absl::StatusOr<InstantiatedBinding> InstantiateStructure(const FilterSet& filters,
+                                                         std::string_view top);
+
 }  // namespace nwfq
