@@ -60,7 +60,9 @@ class ConnLimiter {
     }
   };
   ConnLimiterOptions options_;
-  absl::flat_hash_map<Key, std::vector<EntryRef>> lists_;
+  // Remembered connections per source, as their original tuples (like nf_conncount):
+  // table entries may move, tuples do not.
+  absl::flat_hash_map<Key, std::vector<FlowFacts>> lists_;
 };
 
 }  // namespace nwfq::ct

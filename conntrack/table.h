@@ -17,6 +17,8 @@
 //  * Zero heap allocations after construction. Memory = capacity * kSlotBytes.
 //  * Not thread-safe: one Table per worker thread (the engine's per-queue design).
 //  * Expired entries are removed lazily when met by a lookup or insert, and by Sweep().
+//  * EntryRefs are valid until the next Track() (an insert may move an entry to its other
+//    bucket, cuckoo style); keep tuples (ConnInfo::original) for longer-lived references.
 //  * Full table (or a full probe window): evict an expired or unassured entry of the same
 //    window (the kernel's early_drop picks unassured ones too), else refuse the new
 //    connection (TrackResult.state = kInvalid with no entry; counted as insert_failed;
@@ -126,8 +128,8 @@ class Table {
   // Throws away a tentative connection (optional: the next Track does it too).
   void Discard(const TrackResult& r);
 
-  // Removes up to `budget` expired entries, continuing where the previous call stopped;
-  // returns how many were removed. Call it from the worker loop when idle.
+  // Examines up to `budget` slots for expired entries, continuing where the previous call
+  // stopped; returns how many were removed. Call it from the worker loop when idle.
   size_t Sweep(size_t budget, Nanos now);
   // Removes every connection (`conntrack -F`).
   void Flush();
@@ -136,6 +138,9 @@ class Table {
 
   // Live (confirmed, not expired at `now`) connection behind `ref`, if still there.
   std::optional<ConnInfo> Get(EntryRef ref, Nanos now) const;
+  // The connection `f` (a packet's or a connection's tuple, either direction) belongs to,
+  // including the tentative one; nullopt if none or expired.
+  std::optional<ConnInfo> Lookup(const FlowFacts& f, Nanos now) const;
   // True if `ref` still names a confirmed connection that has not expired at `now`.
   bool IsLive(EntryRef ref, Nanos now) const;
   // Calls `fn` for every confirmed, unexpired connection (in slot order).

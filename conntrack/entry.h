@@ -1,0 +1,120 @@
+// Internal: the fixed-size table entry and the per-protocol tracker interface used by
+// table.cc. Not part of the public API (the engine includes table.h only).
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "conntrack/table.h"
+#include "conntrack/timeouts.h"
+#include "conntrack/types.h"
+
+namespace nwfq::ct {
+
+// Per-direction TCP window-tracking flags (kernel IP_CT_TCP_FLAG_*; the ones we need).
+enum TcpDirFlag : uint8_t {
+  kTdWindowScale = 0x01,  // this side sent the window-scale option
+  kTdCloseInit = 0x02,    // this side sent the first FIN
+  kTdUnacked = 0x04,      // this side has data the other side has not acked yet
+  kTdMaxackSet = 0x08,    // td_maxack is valid
+};
+
+// Kernel enum tcp_bit_set: the flag class of a segment (the transition table's row).
+enum TcpIndex : uint8_t {
+  kTcpSynSet,
+  kTcpSynAckSet,
+  kTcpFinSet,
+  kTcpAckSet,
+  kTcpRstSet,
+  kTcpNoneSet,
+};
+
+// TCP state of one connection: the kernel's struct ip_ct_tcp minus what we never read
+// (SACK blocks are not in PacketFacts; last_seq is not kept, so a retransmission is
+// recognised by direction, ack, end and window: see DIVERGENCES.md).
+struct TcpConn {
+  uint32_t td_end[2];     // max(seq + len) sent by each direction
+  uint32_t td_maxend[2];  // max(ack + window) seen from the other direction
+  uint32_t td_maxwin[2];  // max(window) announced by each direction
+  uint32_t td_maxack[2];  // max ack sent by each direction (kTdMaxackSet)
+  uint32_t last_end;      // end of the last ACK (retransmission check) or ignored packet
+  uint32_t last_ack;      // ack of the last ACK (retransmission check; challenge ACK)
+  uint16_t last_win;      // raw window of the last ACK / ignored packet
+  uint8_t td_scale;       // low nibble: ORIGINAL's window scale, high nibble: REPLY's
+  uint8_t td_flags;       // low nibble: ORIGINAL's TcpDirFlag bits, high nibble: REPLY's
+};
+static_assert(sizeof(TcpConn) == 44);
+
+struct Table::Entry {
+  // ---- Key: the original direction's tuple. Addresses in network order (IPv4 in [0,4),
+  // rest zero). ICMP/ICMPv6: sport = echo id, dport = type << 8 | code of the request.
+  std::array<uint8_t, 16> src;
+  std::array<uint8_t, 16> dst;
+  uint16_t sport;
+  uint16_t dport;
+  uint8_t l4proto;
+  uint8_t flags;          // EntryFlag
+  uint8_t pstate;         // TcpState / SctpState
+  uint8_t tcp_last;       // last_index:3 | last_dir:1 | retrans:4 (saturating at 15)
+  uint32_t generation;    // low 24 bits: generation (EntryRef); high 8 bits: TCP last_wscale
+  uint32_t deadline_ms;   // absolute, ms since the table epoch, serial arithmetic
+  uint32_t last_seen_ms;  // time of the last packet, same scale
+  union {
+    TcpConn tcp;
+    struct {
+      uint32_t stream_ts_ms;  // UDP: the 2-second stream rule's point in time
+    } udp;
+    struct {
+      uint32_t vtag[2];
+    } sctp;
+  };
+};
+static_assert(sizeof(Table::Entry) == 96, "entry size is part of the memory budget");
+
+enum EntryFlag : uint8_t {
+  kEfUsed = 0x01,
+  kEfIpv6 = 0x02,
+  kEfSeenReply = 0x04,
+  kEfAssured = 0x08,
+  kEfLiberal = 0x10,    // TCP: picked up mid-stream (kernel sets BE_LIBERAL both ways)
+  kEfSimOpen = 0x20,    // TCP: IP_CT_TCP_SIMULTANEOUS_OPEN
+  kEfChallenge = 0x40,  // TCP: IP_CT_EXP_CHALLENGE_ACK
+  kEfLastWs = 0x80,     // TCP: last ignored SYN carried a window-scale option
+};
+
+// What a protocol tracker decided for one packet.
+enum class Verdict : uint8_t {
+  kAccept,   // tracked: refresh done, state per direction
+  kIgnore,   // kernel NF_ACCEPT without update (TCP sIG, out-of-window "ignore")
+  kInvalid,  // kernel -NF_ACCEPT: INVALID, entry kept
+  kRepeat,   // TCP reopen from TIME_WAIT/CLOSE: delete the entry, track again as new
+  kKill,     // accepted, then the entry is deleted (TCP RST as the only reply)
+};
+
+struct TrackContext {
+  const PacketFacts& p;
+  const TimeoutPolicy& timeouts;
+  const TableOptions& options;
+  uint32_t now_ms;
+  int dir;      // 0 ORIGINAL, 1 REPLY
+  bool is_new;  // entry is being created by this packet (kernel: !nf_ct_is_confirmed)
+};
+
+inline uint32_t SecondsToMs(uint32_t s) { return s * 1000u; }
+inline uint32_t TimeoutMs(const TimeoutPolicy& t, TimeoutClass c) {
+  return SecondsToMs(t.Seconds(c));
+}
+
+// TCP (tcp.cc). `TcpNew` initialises a tentative entry (kernel tcp_new); false = INVALID.
+bool TcpNew(Table::Entry& e, const TrackContext& ctx);
+Verdict TcpPacket(Table::Entry& e, const TrackContext& ctx);
+// The kernel's tcp_valid_flags check (tcp_error): false = INVALID before any lookup.
+bool TcpFlagsValid(uint8_t flags);
+// Transition table lookup, exposed for the row-by-row test: returns a TcpState value,
+// kTcpIv (invalid) or kTcpIg (ignore).
+inline constexpr uint8_t kTcpIv = 10;
+inline constexpr uint8_t kTcpIg = 11;
+uint8_t TcpTransition(int dir, TcpIndex index, TcpState state);
+TcpIndex TcpIndexOf(uint8_t tcp_flags);
+
+}  // namespace nwfq::ct

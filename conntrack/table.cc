@@ -1,0 +1,867 @@
+// The table: slot storage, lookup, tentative entries, expiry and eviction, and the
+// per-packet dispatch to the protocol trackers (UDP, ICMP, SCTP, GRE and generic live
+// here; TCP in tcp.cc).
+//
+// Layout: `slots_` entries of 96 bytes plus a parallel array of 16-bit tags, grouped in
+// buckets of 8 slots. A connection lives in one of two buckets chosen by its hash (both
+// directions hash alike); a lookup compares the 16 tags of those two buckets and touches
+// only entries whose tag matches. No rehash, no pointers, no allocation after start.
+#include "conntrack/table.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "conntrack/entry.h"
+
+namespace nwfq::ct {
+
+const size_t Table::kEntryBytes = sizeof(Table::Entry);
+const size_t Table::kSlotBytes = sizeof(Table::Entry) + sizeof(uint16_t);
+
+namespace {
+
+constexpr uint32_t kBucketSlots = 8;
+constexpr uint8_t kProtoIcmp = 1;
+constexpr uint8_t kProtoTcp = 6;
+constexpr uint8_t kProtoUdp = 17;
+constexpr uint8_t kProtoGre = 47;
+constexpr uint8_t kProtoIcmpv6 = 58;
+constexpr uint8_t kProtoSctp = 132;
+constexpr uint8_t kProtoUdplite = 136;
+
+// The tuple a packet is looked up with. For port protocols it is the packet's own tuple
+// and may match an entry in either direction (`fixed_dir` = -1); for ICMP/ICMPv6 queries
+// it is already turned into the request's (original) orientation and `fixed_dir` says
+// which direction the packet is.
+struct Key {
+  std::array<uint8_t, 16> src{};
+  std::array<uint8_t, 16> dst{};
+  uint16_t sport = 0;
+  uint16_t dport = 0;
+  uint8_t proto = 0;
+  bool v6 = false;
+  int fixed_dir = -1;
+};
+
+inline uint64_t Load64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+inline uint64_t Mix(uint64_t x) {  // murmur3 fmix64
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return x;
+}
+
+inline uint64_t HashEndpoint(const std::array<uint8_t, 16>& a, uint16_t port) {
+  return Mix(Load64(a.data()) * 0x9e3779b97f4a7c15ULL ^ Load64(a.data() + 8) ^
+             (static_cast<uint64_t>(port) << 17));
+}
+
+// Direction-independent: both orientations of a tuple hash alike.
+inline uint64_t HashKey(const Key& k) {
+  uint64_t a = HashEndpoint(k.src, k.sport);
+  uint64_t b = HashEndpoint(k.dst, k.dport);
+  return Mix((a + b) ^ Mix(a ^ b) ^ (static_cast<uint64_t>(k.proto) << 1 | k.v6));
+}
+
+inline uint32_t FastRange(uint32_t x, uint32_t n) {
+  return static_cast<uint32_t>((static_cast<uint64_t>(x) * n) >> 32);
+}
+
+inline uint16_t TagOf(uint64_t h) {
+  return static_cast<uint16_t>(((h * 0x9e3779b97f4a7c15ULL) >> 49) | 0x8000);
+}
+
+bool IsPortProto(uint8_t proto) {
+  return proto == kProtoTcp || proto == kProtoUdp || proto == kProtoUdplite || proto == kProtoSctp;
+}
+
+void CopyAddr(std::array<uint8_t, 16>& out, const std::array<uint8_t, 16>& in, bool v6) {
+  if (v6) {
+    out = in;
+  } else {
+    out.fill(0);
+    std::memcpy(out.data(), in.data(), 4);
+  }
+}
+
+// ICMP request <-> reply type pairs (kernel invmap); 0 = no inverse.
+int IcmpInverse(uint8_t type) {
+  switch (type) {
+    case 8:
+      return 0;  // echo -> echo reply
+    case 0:
+      return 8;
+    case 13:
+      return 14;  // timestamp
+    case 14:
+      return 13;
+    case 15:
+      return 16;  // info request
+    case 16:
+      return 15;
+    case 17:
+      return 18;  // address mask
+    case 18:
+      return 17;
+    default:
+      return -1;
+  }
+}
+bool IcmpIsRequest(uint8_t type) { return type == 8 || type == 13 || type == 15 || type == 17; }
+bool IcmpIsError(uint8_t type) {
+  return type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
+}
+int Icmpv6Inverse(uint8_t type) {
+  switch (type) {
+    case 128:
+      return 129;  // echo request -> reply
+    case 129:
+      return 128;
+    case 139:
+      return 140;  // node information query -> reply
+    case 140:
+      return 139;
+    default:
+      return -1;
+  }
+}
+bool Icmpv6IsRequest(uint8_t type) { return type == 128 || type == 139; }
+// Kernel noct_valid_new: MLD and neighbour discovery get no conntrack (UNTRACKED).
+bool Icmpv6IsUntracked(uint8_t type) {
+  switch (type) {
+    case 130:
+    case 131:
+    case 132:  // MLD query, report, done
+    case 133:
+    case 134:  // router solicitation, advertisement
+    case 135:
+    case 136:  // neighbour solicitation, advertisement
+    case 143:  // MLDv2 report
+      return true;
+    default:
+      return false;
+  }
+}
+
+enum class KeyResult { kOk, kInvalid };
+
+// Builds the lookup key of `f` (a packet, or the packet quoted in an ICMP error).
+KeyResult MakeKey(const FlowFacts& f, Key& k) {
+  k.v6 = f.family == 6;
+  k.proto = f.l4proto;
+  k.fixed_dir = -1;
+  if (IsPortProto(f.l4proto)) {
+    CopyAddr(k.src, f.src, k.v6);
+    CopyAddr(k.dst, f.dst, k.v6);
+    k.sport = f.sport;
+    k.dport = f.dport;
+    return KeyResult::kOk;
+  }
+  if ((f.l4proto == kProtoIcmp && !k.v6) || (f.l4proto == kProtoIcmpv6 && k.v6)) {
+    const bool v4 = f.l4proto == kProtoIcmp;
+    int inv = v4 ? IcmpInverse(f.icmp_type) : Icmpv6Inverse(f.icmp_type);
+    if (inv < 0) return KeyResult::kInvalid;  // no inverse tuple: the kernel gives no ct
+    bool request = v4 ? IcmpIsRequest(f.icmp_type) : Icmpv6IsRequest(f.icmp_type);
+    uint8_t req_type = request ? f.icmp_type : static_cast<uint8_t>(inv);
+    if (request) {
+      CopyAddr(k.src, f.src, k.v6);
+      CopyAddr(k.dst, f.dst, k.v6);
+    } else {
+      CopyAddr(k.src, f.dst, k.v6);
+      CopyAddr(k.dst, f.src, k.v6);
+    }
+    k.sport = f.icmp_id;
+    k.dport = static_cast<uint16_t>(req_type << 8 | f.icmp_code);
+    k.fixed_dir = request ? 0 : 1;
+    return KeyResult::kOk;
+  }
+  if (f.l4proto == kProtoIcmp || f.l4proto == kProtoIcmpv6) return KeyResult::kInvalid;
+  // GRE (without the PPTP helper), ESP, AH and everything else: addresses only, as the
+  // kernel's generic tracker (and GREv0) key them.
+  CopyAddr(k.src, f.src, k.v6);
+  CopyAddr(k.dst, f.dst, k.v6);
+  k.sport = k.dport = 0;
+  return KeyResult::kOk;
+}
+
+// Does the entry hold this key, and in which direction does the packet travel?
+inline int MatchDir(const Table::Entry& e, const Key& k) {
+  if (e.l4proto != k.proto || ((e.flags & kEfIpv6) != 0) != k.v6) return -1;
+  if (k.fixed_dir != 1 && e.sport == k.sport && e.dport == k.dport && e.src == k.src &&
+      e.dst == k.dst) {
+    return 0;
+  }
+  if (k.fixed_dir == 1) {
+    // ICMP reply: the key is already in the original orientation.
+    if (e.sport == k.sport && e.dport == k.dport && e.src == k.src && e.dst == k.dst) return 1;
+    return -1;
+  }
+  if (k.fixed_dir == -1 && e.sport == k.dport && e.dport == k.sport && e.src == k.dst &&
+      e.dst == k.src) {
+    return 1;
+  }
+  return -1;
+}
+
+// The lookup key an entry was stored under (original orientation).
+Key KeyOf(const Table::Entry& e) {
+  Key k;
+  k.src = e.src;
+  k.dst = e.dst;
+  k.sport = e.sport;
+  k.dport = e.dport;
+  k.proto = e.l4proto;
+  k.v6 = e.flags & kEfIpv6;
+  k.fixed_dir = (e.l4proto == kProtoIcmp || e.l4proto == kProtoIcmpv6) ? 0 : -1;
+  return k;
+}
+
+inline bool Expired(const Table::Entry& e, uint32_t now_ms) {
+  return static_cast<int32_t>(e.deadline_ms - now_ms) <= 0;
+}
+
+TimeoutClass SctpTimeout(uint8_t state) {
+  switch (static_cast<SctpState>(state)) {
+    case SctpState::kClosed:
+      return TimeoutClass::kSctpClosed;
+    case SctpState::kCookieWait:
+      return TimeoutClass::kSctpCookieWait;
+    case SctpState::kCookieEchoed:
+      return TimeoutClass::kSctpCookieEchoed;
+    case SctpState::kEstablished:
+      return TimeoutClass::kSctpEstablished;
+    case SctpState::kShutdownSent:
+      return TimeoutClass::kSctpShutdownSent;
+    case SctpState::kShutdownRecd:
+      return TimeoutClass::kSctpShutdownRecd;
+    case SctpState::kShutdownAckSent:
+      return TimeoutClass::kSctpShutdownAckSent;
+    case SctpState::kHeartbeatSent:
+      return TimeoutClass::kSctpHeartbeatSent;
+    case SctpState::kNone:
+      break;
+  }
+  return TimeoutClass::kSctpClosed;
+}
+
+// Kernel sctp_conntracks[dir][chunk class][state]; 9 = invalid (sIV).
+constexpr uint8_t kSctpIv = 9;
+constexpr uint8_t kSctpTransitions[2][11][9] = {
+    {
+        // ORIGINAL      sNO sCL sCW sCE sES sSS sSR sSA sHS
+        /* init       */ {1, 1, 2, 3, 4, 1, 1, 7, 2},
+        /* init_ack   */ {1, 1, 2, 3, 4, 5, 6, 7, 1},
+        /* abort      */ {1, 1, 1, 1, 1, 1, 1, 1, 1},
+        /* shutdown   */ {1, 1, 2, 3, 5, 5, 6, 7, 1},
+        /* shutdn_ack */ {7, 1, 2, 3, 4, 7, 7, 7, 7},
+        /* error      */ {1, 1, 2, 3, 4, 5, 6, 7, 1},
+        /* cookie_echo*/ {1, 1, 3, 3, 4, 5, 6, 7, 1},
+        /* cookie_ack */ {1, 1, 2, 4, 4, 5, 6, 7, 1},
+        /* shutdn_comp*/ {1, 1, 2, 3, 4, 5, 6, 1, 1},
+        /* heartbeat  */ {8, 1, 2, 3, 4, 5, 6, 7, 8},
+        /* hb_ack     */ {1, 1, 2, 3, 4, 5, 6, 7, 8},
+    },
+    {
+        // REPLY         sNO sCL sCW sCE sES sSS sSR sSA sHS
+        /* init       */ {9, 1, 2, 3, 4, 5, 6, 7, 9},
+        /* init_ack   */ {9, 2, 2, 3, 4, 5, 6, 7, 9},
+        /* abort      */ {9, 1, 1, 1, 1, 1, 1, 1, 9},
+        /* shutdown   */ {9, 1, 2, 3, 6, 5, 6, 7, 9},
+        /* shutdn_ack */ {9, 1, 2, 3, 4, 7, 7, 7, 9},
+        /* error      */ {9, 1, 2, 1, 4, 5, 6, 7, 9},
+        /* cookie_echo*/ {9, 1, 3, 3, 4, 5, 6, 7, 9},
+        /* cookie_ack */ {9, 1, 2, 4, 4, 5, 6, 7, 9},
+        /* shutdn_comp*/ {9, 1, 2, 3, 4, 5, 6, 1, 9},
+        /* heartbeat  */ {9, 1, 2, 3, 4, 5, 6, 7, 8},
+        /* hb_ack     */ {9, 1, 2, 3, 4, 5, 6, 7, 4},
+    },
+};
+
+// SCTP chunk type -> row of the table; -1 = does not change the state (DATA, SACK, ...).
+int SctpChunkRow(uint8_t chunk) {
+  switch (chunk) {
+    case 1:
+      return 0;  // INIT
+    case 2:
+      return 1;  // INIT_ACK
+    case 6:
+      return 2;  // ABORT
+    case 7:
+      return 3;  // SHUTDOWN
+    case 8:
+      return 4;  // SHUTDOWN_ACK
+    case 9:
+      return 5;  // ERROR
+    case 10:
+      return 6;  // COOKIE_ECHO
+    case 11:
+      return 7;  // COOKIE_ACK
+    case 14:
+      return 8;  // SHUTDOWN_COMPLETE
+    case 4:
+      return 9;  // HEARTBEAT
+    case 5:
+      return 10;  // HEARTBEAT_ACK
+    default:
+      return -1;
+  }
+}
+
+// Generic-style trackers: UDP/UDPLite, ICMP, GRE, generic. Return false for INVALID.
+Verdict UdpPacket(Table::Entry& e, const TrackContext& ctx) {
+  if (ctx.is_new) e.udp.stream_ts_ms = ctx.now_ms + 2000;  // the 2-second stream rule
+  if (e.flags & kEfSeenReply) {
+    uint32_t timeout = TimeoutMs(ctx.timeouts, TimeoutClass::kUdpUnreplied);
+    bool stream = false;
+    // Still active more than 2 s after the first packet: a stream. Extend and assure.
+    if (static_cast<int32_t>(ctx.now_ms - e.udp.stream_ts_ms) > 0) {
+      timeout = TimeoutMs(ctx.timeouts, TimeoutClass::kUdpStream);
+      stream = true;
+    }
+    e.deadline_ms = ctx.now_ms + timeout;
+    if (stream) e.flags |= kEfAssured;
+  } else {
+    e.deadline_ms = ctx.now_ms + TimeoutMs(ctx.timeouts, TimeoutClass::kUdpUnreplied);
+  }
+  return Verdict::kAccept;
+}
+
+Verdict SctpPacket(Table::Entry& e, const TrackContext& ctx) {
+  const uint8_t chunk = ctx.p.sctp_chunk;
+  if (ctx.is_new) {
+    // Out-of-the-blue packets with these chunks are discarded (RFC 4960 8.4).
+    if (chunk == 6 || chunk == 14 || chunk == 11) return Verdict::kInvalid;
+    int row = SctpChunkRow(chunk);
+    if (row < 0) return Verdict::kInvalid;  // e.g. DATA: cannot start an association
+    e.pstate = static_cast<uint8_t>(SctpState::kNone);
+    e.sctp.vtag[0] = e.sctp.vtag[1] = 0;
+  }
+  const uint8_t old_state = e.pstate;
+  int row = SctpChunkRow(chunk);
+  uint8_t new_state = row < 0 ? old_state : kSctpTransitions[ctx.dir][row][old_state];
+  if (new_state == kSctpIv) return Verdict::kInvalid;
+  e.pstate = new_state;
+  if (old_state == static_cast<uint8_t>(SctpState::kCookieEchoed) && ctx.dir == 1 &&
+      new_state == static_cast<uint8_t>(SctpState::kEstablished)) {
+    e.flags |= kEfAssured;
+  }
+  e.deadline_ms = ctx.now_ms + TimeoutMs(ctx.timeouts, SctpTimeout(new_state));
+  return Verdict::kAccept;
+}
+
+}  // namespace
+
+std::string_view TcpStateName(TcpState s) {
+  static constexpr std::string_view kNames[] = {"NONE",     "SYN_SENT",   "SYN_RECV", "ESTABLISHED",
+                                                "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT",
+                                                "CLOSE",    "SYN_SENT2"};
+  auto i = static_cast<size_t>(s);
+  return i < std::size(kNames) ? kNames[i] : "?";
+}
+
+std::string_view SctpStateName(SctpState s) {
+  static constexpr std::string_view kNames[] = {
+      "NONE",          "CLOSED",        "COOKIE_WAIT",       "COOKIE_ECHOED", "ESTABLISHED",
+      "SHUTDOWN_SENT", "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT"};
+  auto i = static_cast<size_t>(s);
+  return i < std::size(kNames) ? kNames[i] : "?";
+}
+
+// Everything that needs the private members, kept out of the public header.
+class TableInternals {
+ public:
+  static uint32_t NowMs(Table& t, Nanos now) {
+    if (!t.epoch_set_) {
+      t.epoch_set_ = true;
+      t.epoch_ = now - 1'000'000;  // now_ms starts at 1
+    }
+    return static_cast<uint32_t>(static_cast<uint64_t>(now - t.epoch_) / 1'000'000);
+  }
+  static uint32_t NowMsConst(const Table& t, Nanos now) {
+    if (!t.epoch_set_) return 1;
+    return static_cast<uint32_t>(static_cast<uint64_t>(now - t.epoch_) / 1'000'000);
+  }
+
+  static void FreeSlot(Table& t, uint32_t slot) {
+    t.tags_[slot] = 0;
+    t.entries_[slot].flags = 0;
+  }
+
+  // Removes a confirmed entry.
+  static void Remove(Table& t, uint32_t slot) {
+    FreeSlot(t, slot);
+    --t.size_;
+  }
+
+  static void DropPending(Table& t) {
+    if (t.pending_slot_ != UINT32_MAX) {
+      FreeSlot(t, t.pending_slot_);
+      t.pending_slot_ = UINT32_MAX;
+    }
+  }
+
+  static void Buckets(const Table& t, uint64_t h, uint32_t& b1, uint32_t& b2) {
+    b1 = FastRange(static_cast<uint32_t>(h), t.buckets_);
+    b2 = FastRange(static_cast<uint32_t>(h >> 32), t.buckets_);
+    if (b2 == b1) b2 = b1 + 1 == t.buckets_ ? 0 : b1 + 1;
+  }
+
+  // Finds the live entry for `k`; expired ones met on the way are removed.
+  static uint32_t Find(Table& t, const Key& k, uint64_t h, uint32_t now_ms, int& dir) {
+    const uint16_t tag = TagOf(h);
+    uint32_t b[2];
+    Buckets(t, h, b[0], b[1]);
+    for (int bi = 0; bi < (t.buckets_ > 1 ? 2 : 1); ++bi) {
+      const uint32_t base = b[bi] * kBucketSlots;
+      for (uint32_t i = 0; i < kBucketSlots; ++i) {
+        if (t.tags_[base + i] != tag) continue;
+        Table::Entry& e = t.entries_[base + i];
+        int d = MatchDir(e, k);
+        if (d < 0) continue;
+        if (Expired(e, now_ms)) {
+          Remove(t, base + i);
+          ++t.stats_.expired;
+          return UINT32_MAX;
+        }
+        dir = d;
+        return base + i;
+      }
+    }
+    return UINT32_MAX;
+  }
+
+  // Read-only lookup: no lazy removal. Returns the slot (also the pending one) or -1.
+  static uint32_t FindConst(const Table& t, const Key& k, uint64_t h, int& dir) {
+    const uint16_t tag = TagOf(h);
+    uint32_t b[2];
+    Buckets(t, h, b[0], b[1]);
+    for (int bi = 0; bi < (t.buckets_ > 1 ? 2 : 1); ++bi) {
+      const uint32_t base = b[bi] * kBucketSlots;
+      for (uint32_t i = 0; i < kBucketSlots; ++i) {
+        if (t.tags_[base + i] != tag) continue;
+        int d = MatchDir(t.entries_[base + i], k);
+        if (d < 0) continue;
+        dir = d;
+        return base + i;
+      }
+    }
+    return UINT32_MAX;
+  }
+
+  // Chooses a slot for a new connection: a free one, else an expired one, else the
+  // unassured one closest to expiry (early drop). UINT32_MAX: refused.
+  static uint32_t Reserve(Table& t, uint64_t h, uint32_t now_ms) {
+    uint32_t b[2];
+    Buckets(t, h, b[0], b[1]);
+    const int nb = t.buckets_ > 1 ? 2 : 1;
+    const bool full = t.size_ >= t.capacity_;
+    if (!full) {
+      // The emptier bucket keeps both loads even (two-choice hashing).
+      int free_count[2] = {0, 0};
+      uint32_t first_free[2] = {UINT32_MAX, UINT32_MAX};
+      for (int bi = 0; bi < nb; ++bi) {
+        for (uint32_t i = 0; i < kBucketSlots; ++i) {
+          uint32_t s = b[bi] * kBucketSlots + i;
+          if (t.tags_[s] == 0) {
+            if (first_free[bi] == UINT32_MAX) first_free[bi] = s;
+            ++free_count[bi];
+          }
+        }
+      }
+      if (free_count[0] > 0 || free_count[1] > 0) {
+        return free_count[0] >= free_count[1] ? first_free[0] : first_free[1];
+      }
+    }
+    // Both buckets full (or the table is): reclaim an expired entry first.
+    for (int bi = 0; bi < nb; ++bi) {
+      for (uint32_t i = 0; i < kBucketSlots; ++i) {
+        uint32_t s = b[bi] * kBucketSlots + i;
+        if (t.tags_[s] != 0 && Expired(t.entries_[s], now_ms)) {
+          Remove(t, s);
+          ++t.stats_.expired;
+          return s;
+        }
+      }
+    }
+    // Cuckoo step: move one entry of a full bucket to its other bucket if that one has
+    // room. Entry references of moved entries go stale (see EntryRef): connlimit keeps
+    // tuples, not references, for that reason.
+    if (!full) {
+      for (int bi = 0; bi < nb; ++bi) {
+        for (uint32_t i = 0; i < kBucketSlots; ++i) {
+          const uint32_t s = b[bi] * kBucketSlots + i;
+          uint64_t eh = HashKey(KeyOf(t.entries_[s]));
+          uint32_t e1, e2;
+          Buckets(t, eh, e1, e2);
+          const uint32_t alt = e1 == b[bi] ? e2 : e1;
+          for (uint32_t j = 0; j < kBucketSlots; ++j) {
+            const uint32_t d = alt * kBucketSlots + j;
+            if (t.tags_[d] != 0) continue;
+            t.entries_[d] = t.entries_[s];
+            t.tags_[d] = t.tags_[s];
+            t.tags_[s] = 0;
+            t.entries_[s].flags = 0;
+            return s;
+          }
+        }
+      }
+    }
+    uint32_t victim = UINT32_MAX;
+    int32_t victim_left = INT32_MAX;
+    for (int bi = 0; bi < nb; ++bi) {
+      for (uint32_t i = 0; i < kBucketSlots; ++i) {
+        uint32_t s = b[bi] * kBucketSlots + i;
+        if (t.tags_[s] == 0) continue;
+        const Table::Entry& e = t.entries_[s];
+        if (e.flags & kEfAssured) continue;
+        int32_t left = static_cast<int32_t>(e.deadline_ms - now_ms);
+        if (left < victim_left) {
+          victim_left = left;
+          victim = s;
+        }
+      }
+    }
+    if (victim != UINT32_MAX) {
+      Remove(t, victim);
+      ++t.stats_.early_drop;
+    }
+    return victim;
+  }
+
+  static void FillInfo(const Table& t, uint32_t slot, uint32_t now_ms, ConnInfo& info) {
+    const Table::Entry& e = t.entries_[slot];
+    info.ref = {slot, e.generation & 0xffffff};
+    FlowFacts& f = info.original;
+    f = FlowFacts{};
+    f.family = (e.flags & kEfIpv6) ? 6 : 4;
+    f.l4proto = e.l4proto;
+    f.src = e.src;
+    f.dst = e.dst;
+    if (e.l4proto == kProtoIcmp || e.l4proto == kProtoIcmpv6) {
+      f.icmp_id = e.sport;
+      f.icmp_type = static_cast<uint8_t>(e.dport >> 8);
+      f.icmp_code = static_cast<uint8_t>(e.dport & 0xff);
+    } else {
+      f.sport = e.sport;
+      f.dport = e.dport;
+    }
+    info.proto_state = 0;
+    info.state_name = "";
+    if (e.l4proto == kProtoTcp) {
+      info.proto_state = e.pstate;
+      info.state_name = TcpStateName(static_cast<TcpState>(e.pstate));
+    } else if (e.l4proto == kProtoSctp) {
+      info.proto_state = e.pstate;
+      info.state_name = SctpStateName(static_cast<SctpState>(e.pstate));
+    }
+    info.seen_reply = e.flags & kEfSeenReply;
+    info.assured = e.flags & kEfAssured;
+    info.tentative = slot == t.pending_slot_;
+    info.expires_in = static_cast<Nanos>(static_cast<int32_t>(e.deadline_ms - now_ms)) * 1'000'000;
+    info.last_seen = t.epoch_ + static_cast<Nanos>(e.last_seen_ms) * 1'000'000;
+  }
+
+  static TrackResult Track(Table& t, const PacketFacts& p, const TimeoutPolicy& timeouts,
+                           Nanos now);
+  static TrackResult TrackError(Table& t, const PacketFacts& p, uint32_t now_ms);
+};
+
+namespace {
+
+TrackResult Invalid(TableStats& s) {
+  ++s.invalid;
+  return TrackResult{};
+}
+
+Verdict RunTracker(Table::Entry& e, const TrackContext& ctx) {
+  switch (e.l4proto) {
+    case kProtoTcp:
+      return TcpPacket(e, ctx);
+    case kProtoUdp:
+    case kProtoUdplite:
+      return UdpPacket(e, ctx);
+    case kProtoSctp:
+      return SctpPacket(e, ctx);
+    case kProtoIcmp:
+    case kProtoIcmpv6: {
+      // Only a request may create a connection (kernel valid_new); never ASSURED.
+      if (ctx.is_new && ctx.dir != 0) return Verdict::kInvalid;
+      const TimeoutClass c = e.l4proto == kProtoIcmp ? TimeoutClass::kIcmp : TimeoutClass::kIcmpv6;
+      e.deadline_ms = ctx.now_ms + TimeoutMs(ctx.timeouts, c);
+      return Verdict::kAccept;
+    }
+    case kProtoGre:
+      if (e.flags & kEfSeenReply) {
+        e.deadline_ms = ctx.now_ms + TimeoutMs(ctx.timeouts, TimeoutClass::kGreStream);
+        e.flags |= kEfAssured;
+      } else {
+        e.deadline_ms = ctx.now_ms + TimeoutMs(ctx.timeouts, TimeoutClass::kGreUnreplied);
+      }
+      return Verdict::kAccept;
+    default:
+      e.deadline_ms = ctx.now_ms + TimeoutMs(ctx.timeouts, TimeoutClass::kGeneric);
+      return Verdict::kAccept;
+  }
+}
+
+}  // namespace
+
+TrackResult TableInternals::TrackError(Table& t, const PacketFacts& p, uint32_t now_ms) {
+  if (!p.icmp_error) return Invalid(t.stats_);  // the quote could not be read
+  Key k;
+  if (MakeKey(p.inner, k) != KeyResult::kOk) return Invalid(t.stats_);
+  int quoted_dir = 0;
+  uint32_t slot = Find(t, k, HashKey(k), now_ms, quoted_dir);
+  if (slot == UINT32_MAX || slot == t.pending_slot_) return Invalid(t.stats_);
+  // The error travels back to the quoted packet's sender: its destination must be the
+  // quoted source (kernel: outer daddr == inner tuple's destination).
+  const bool v6 = p.flow.family == 6;
+  if (std::memcmp(p.flow.dst.data(), p.inner.src.data(), v6 ? 16 : 4) != 0) {
+    return Invalid(t.stats_);
+  }
+  ++t.stats_.related;
+  const Table::Entry& e = t.entries_[slot];
+  TrackResult r;
+  r.state = State::kRelated;
+  r.dir = quoted_dir == 0 ? Dir::kReply : Dir::kOriginal;
+  r.entry = {slot, e.generation & 0xffffff};
+  r.assured = e.flags & kEfAssured;
+  return r;
+}
+
+TrackResult TableInternals::Track(Table& t, const PacketFacts& p, const TimeoutPolicy& timeouts,
+                                  Nanos now) {
+  DropPending(t);
+  const uint32_t now_ms = NowMs(t, now);
+  const FlowFacts& f = p.flow;
+  const bool v6 = f.family == 6;
+  const bool checksum_bad = p.bad_checksum && t.options_.check_checksums;
+
+  // Non-first fragments carry no transport header: the kernel reassembles before
+  // conntrack, so the engine must too; what reaches us unassembled is INVALID.
+  if (p.fragment) return Invalid(t.stats_);
+
+  switch (f.l4proto) {
+    case kProtoTcp:
+      if (checksum_bad || !TcpFlagsValid(p.tcp_flags)) return Invalid(t.stats_);
+      break;
+    case kProtoUdp:
+    case kProtoUdplite:
+    case kProtoSctp:
+      if (checksum_bad) return Invalid(t.stats_);
+      break;
+    case kProtoIcmp:
+      if (v6) return Invalid(t.stats_);  // ICMPv4 inside IPv6: the kernel refuses it
+      if (checksum_bad || f.icmp_type > 18) return Invalid(t.stats_);
+      if (IcmpIsError(f.icmp_type)) return TrackError(t, p, now_ms);
+      break;
+    case kProtoIcmpv6:
+      if (!v6) return Invalid(t.stats_);
+      if (checksum_bad) return Invalid(t.stats_);
+      if (Icmpv6IsUntracked(f.icmp_type)) {
+        ++t.stats_.ignored;
+        TrackResult r;
+        r.state = State::kUntracked;
+        return r;
+      }
+      if (f.icmp_type < 128) return TrackError(t, p, now_ms);
+      break;
+    default:
+      break;
+  }
+
+  Key k;
+  if (MakeKey(f, k) != KeyResult::kOk) return Invalid(t.stats_);
+  const uint64_t h = HashKey(k);
+
+  int dir = 0;
+  uint32_t slot = Find(t, k, h, now_ms, dir);
+  if (slot != UINT32_MAX) {
+    ++t.stats_.found;
+    Table::Entry& e = t.entries_[slot];
+    TrackResult r;
+    r.dir = dir == 0 ? Dir::kOriginal : Dir::kReply;
+    r.state = (dir == 1 || (e.flags & kEfSeenReply)) ? State::kEstablished : State::kNew;
+    TrackContext ctx{p, timeouts, t.options_, now_ms, dir, false};
+    Verdict v = RunTracker(e, ctx);
+    switch (v) {
+      case Verdict::kAccept:
+        e.last_seen_ms = now_ms;
+        [[fallthrough]];
+      case Verdict::kIgnore:
+        if (dir == 1) e.flags |= kEfSeenReply;
+        if (v == Verdict::kIgnore) ++t.stats_.tcp_ignored;
+        r.entry = {slot, e.generation & 0xffffff};
+        r.assured = e.flags & kEfAssured;
+        return r;
+      case Verdict::kInvalid:
+        return Invalid(t.stats_);
+      case Verdict::kKill:
+        Remove(t, slot);
+        return r;  // accepted as ESTABLISHED, but the connection is gone
+      case Verdict::kRepeat:
+        Remove(t, slot);
+        break;  // track the SYN again as a new connection
+    }
+  } else if (k.fixed_dir == 1) {
+    // An ICMP reply without its request: the kernel creates no connection for it.
+    return Invalid(t.stats_);
+  }
+
+  // A new connection: a tentative entry, real only once confirmed.
+  slot = Reserve(t, h, now_ms);
+  if (slot == UINT32_MAX) {
+    ++t.stats_.insert_failed;
+    return Invalid(t.stats_);
+  }
+  Table::Entry& e = t.entries_[slot];
+  e.src = k.src;
+  e.dst = k.dst;
+  e.sport = k.sport;
+  e.dport = k.dport;
+  e.l4proto = k.proto;
+  e.flags = static_cast<uint8_t>(kEfUsed | (v6 ? kEfIpv6 : 0));
+  e.pstate = 0;
+  e.tcp_last = 0;
+  e.generation = t.next_generation_++ & 0xffffff;
+  if (t.next_generation_ > 0xffffff) t.next_generation_ = 1;
+  e.deadline_ms = now_ms;
+  e.last_seen_ms = now_ms;
+  TrackContext ctx{p, timeouts, t.options_, now_ms, 0, true};
+  if (k.proto == kProtoTcp && !TcpNew(e, ctx)) {
+    FreeSlot(t, slot);
+    return Invalid(t.stats_);
+  }
+  Verdict v = RunTracker(e, ctx);
+  if (v != Verdict::kAccept) {  // a new connection's first packet cannot be ignored
+    FreeSlot(t, slot);
+    return Invalid(t.stats_);
+  }
+  t.tags_[slot] = TagOf(h);
+  t.pending_slot_ = slot;
+  ++t.stats_.new_conns;
+  TrackResult r;
+  r.state = State::kNew;
+  r.dir = Dir::kOriginal;
+  r.entry = {slot, e.generation & 0xffffff};
+  r.tentative = true;
+  r.assured = e.flags & kEfAssured;
+  return r;
+}
+
+Table::Table(const TableOptions& options) : options_(options) {
+  capacity_ = std::max<uint32_t>(options.capacity, 1);
+  // 1/16 spare slots so that two-choice buckets rarely overflow before the table is full.
+  uint64_t want = static_cast<uint64_t>(capacity_) + capacity_ / 16 + kBucketSlots - 1;
+  buckets_ = static_cast<uint32_t>(std::max<uint64_t>(want / kBucketSlots, 2));
+  slots_ = buckets_ * kBucketSlots;
+  entries_ = std::make_unique<Entry[]>(slots_);
+  tags_ = std::make_unique<uint16_t[]>(slots_);
+  std::memset(static_cast<void*>(entries_.get()), 0, sizeof(Entry) * slots_);
+  std::memset(tags_.get(), 0, sizeof(uint16_t) * slots_);
+}
+
+Table::~Table() = default;
+
+TrackResult Table::Track(const PacketFacts& p, const TimeoutPolicy& timeouts, Nanos now) {
+  return TableInternals::Track(*this, p, timeouts, now);
+}
+
+void Table::Confirm(const TrackResult& r, Nanos now) {
+  (void)now;
+  if (!r.tentative || r.entry.slot != pending_slot_ || pending_slot_ == UINT32_MAX) return;
+  if ((entries_[pending_slot_].generation & 0xffffff) != r.entry.generation) return;
+  pending_slot_ = UINT32_MAX;
+  ++size_;
+  ++stats_.confirmed;
+}
+
+void Table::Discard(const TrackResult& r) {
+  if (r.tentative && r.entry.slot == pending_slot_) TableInternals::DropPending(*this);
+}
+
+size_t Table::Sweep(size_t budget, Nanos now) {
+  const uint32_t now_ms = TableInternals::NowMs(*this, now);
+  size_t removed = 0;
+  for (size_t n = 0; n < budget && n < slots_; ++n) {
+    uint32_t s = sweep_cursor_;
+    sweep_cursor_ = sweep_cursor_ + 1 == slots_ ? 0 : sweep_cursor_ + 1;
+    if (tags_[s] == 0 || s == pending_slot_) continue;
+    if (Expired(entries_[s], now_ms)) {
+      TableInternals::Remove(*this, s);
+      ++stats_.expired;
+      ++removed;
+    }
+  }
+  return removed;
+}
+
+void Table::Flush() {
+  std::memset(tags_.get(), 0, sizeof(uint16_t) * slots_);
+  for (uint32_t s = 0; s < slots_; ++s) entries_[s].flags = 0;
+  size_ = 0;
+  pending_slot_ = UINT32_MAX;
+}
+
+bool Table::Erase(EntryRef ref) {
+  if (!ref.valid() || ref.slot >= slots_ || tags_[ref.slot] == 0) return false;
+  if ((entries_[ref.slot].generation & 0xffffff) != ref.generation) return false;
+  if (ref.slot == pending_slot_) {
+    TableInternals::DropPending(*this);
+  } else {
+    TableInternals::Remove(*this, ref.slot);
+  }
+  return true;
+}
+
+bool Table::IsLive(EntryRef ref, Nanos now) const {
+  if (!ref.valid() || ref.slot >= slots_ || tags_[ref.slot] == 0 || ref.slot == pending_slot_) {
+    return false;
+  }
+  const Entry& e = entries_[ref.slot];
+  return (e.generation & 0xffffff) == ref.generation &&
+         !Expired(e, TableInternals::NowMsConst(*this, now));
+}
+
+std::optional<ConnInfo> Table::Get(EntryRef ref, Nanos now) const {
+  if (!ref.valid() || ref.slot >= slots_ || tags_[ref.slot] == 0) return std::nullopt;
+  const Entry& e = entries_[ref.slot];
+  if ((e.generation & 0xffffff) != ref.generation) return std::nullopt;
+  const uint32_t now_ms = TableInternals::NowMsConst(*this, now);
+  if (ref.slot != pending_slot_ && Expired(e, now_ms)) return std::nullopt;
+  ConnInfo info;
+  TableInternals::FillInfo(*this, ref.slot, now_ms, info);
+  return info;
+}
+
+std::optional<ConnInfo> Table::Lookup(const FlowFacts& f, Nanos now) const {
+  Key k;
+  if (MakeKey(f, k) != KeyResult::kOk) return std::nullopt;
+  int dir = 0;
+  uint32_t slot = TableInternals::FindConst(*this, k, HashKey(k), dir);
+  if (slot == UINT32_MAX) return std::nullopt;
+  const uint32_t now_ms = TableInternals::NowMsConst(*this, now);
+  if (slot != pending_slot_ && Expired(entries_[slot], now_ms)) return std::nullopt;
+  ConnInfo info;
+  TableInternals::FillInfo(*this, slot, now_ms, info);
+  return info;
+}
+
+void Table::ForEach(Nanos now, const std::function<void(const ConnInfo&)>& fn) const {
+  const uint32_t now_ms = TableInternals::NowMsConst(*this, now);
+  ConnInfo info;
+  for (uint32_t s = 0; s < slots_; ++s) {
+    if (tags_[s] == 0 || s == pending_slot_ || Expired(entries_[s], now_ms)) continue;
+    TableInternals::FillInfo(*this, s, now_ms, info);
+    fn(info);
+  }
+}
+
+}  // namespace nwfq::ct
