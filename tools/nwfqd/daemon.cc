@@ -207,10 +207,14 @@ class Worker {
     auto it = ifnames_.find(ifindex);
     if (it == ifnames_.end()) {
       char name[IF_NAMESIZE] = {};
-      std::string s = if_indextoname(ifindex, name) != nullptr ? name : "";
-      it = ifnames_.emplace(ifindex, bindings_.contains(s) ? s : "").first;
+      const std::string* bound = nullptr;
+      if (if_indextoname(ifindex, name) != nullptr) {
+        auto b = bindings_.find(std::string_view(name));
+        if (b != bindings_.end()) bound = &b->first;  // std::map keys never move
+      }
+      it = ifnames_.emplace(ifindex, bound).first;
     }
-    return it->second.empty() ? nullptr : &it->second;
+    return it->second;
   }
 
   engine::Verdict Decide(const nfq::Packet& p, const std::string& portdev, View view,
@@ -249,7 +253,8 @@ class Worker {
   engine::Engine& engine_;
   ct::MonotonicClock clock_;
   std::map<std::string, InstantiatedBinding, std::less<>> bindings_;
-  absl::flat_hash_map<uint32_t, std::string> ifnames_;
+  // ifindex -> the bound portdev (a key of bindings_), or nullptr: not ours.
+  absl::flat_hash_map<uint32_t, const std::string*> ifnames_;
   RateLimiter limiter_;
   Stats stats_;
 };
