@@ -194,21 +194,25 @@ class FilterParser {
     } else {
       filter_.name = name;
     }
-    std::optional<int> priority;
+    // (int + flag rather than std::optional: GCC 12 -O2 warns maybe-uninitialized.)
+    int priority = 0;
+    bool has_priority = false;
     if (const tinyxml2::XMLAttribute* a = el.FindAttribute("priority")) {
-      priority = ParseInt(a->Value());
-      if (!priority) {
+      std::optional<int> p = ParseInt(a->Value());
+      if (!p.has_value()) {
         diag_.Error(a->GetLineNum(), "filter/priority",
                     str::Cat("'", a->Value(), "' is not an integer (allowed: -1000..1000)"));
-      } else if (*priority < kMinPriority || *priority > kMaxPriority) {
+      } else if (*p < kMinPriority || *p > kMaxPriority) {
         diag_.Error(a->GetLineNum(), "filter/priority",
-                    str::Cat(*priority, " is out of range (allowed: -1000..1000)"));
-        priority.reset();
+                    str::Cat(*p, " is out of range (allowed: -1000..1000)"));
+      } else {
+        priority = *p;
+        has_priority = true;
       }
     }
     if (const tinyxml2::XMLAttribute* a = el.FindAttribute("chain")) {
-      ParseChain(*a, priority);
-    } else if (priority) {
+      ParseChain(*a, has_priority, priority);
+    } else if (has_priority) {
       // libvirt only applies the priority together with a chain attribute.
       AddNote(el.GetLineNum(),
               "filter priority without a chain attribute is ignored (libvirt uses 0 for the root "
@@ -249,7 +253,7 @@ class FilterParser {
     if (!filter_.uuid_given) filter_.uuid = RandomUuid();
   }
 
-  void ParseChain(const tinyxml2::XMLAttribute& a, std::optional<int> priority) {
+  void ParseChain(const tinyxml2::XMLAttribute& a, bool has_priority, int priority) {
     std::string_view chain = a.Value();
     const int line = a.GetLineNum();
     constexpr std::string_view kAllowed =
@@ -273,7 +277,7 @@ class FilterParser {
       if (p.kind == ChainKind::kRoot && chain != p.prefix) break;  // 'root' only as a whole
       filter_.chain = std::string(chain);
       filter_.chain_kind = p.kind;
-      filter_.priority = priority.value_or(p.priority);
+      filter_.priority = has_priority ? priority : p.priority;
       return;
     }
     diag_.Error(line, "filter/chain",
