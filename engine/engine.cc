@@ -346,6 +346,7 @@ Decision Engine::Explain(std::string_view portdev, View view, const PacketInput&
                          ct::Nanos now, std::string* explanation) {
   Trace trace;
   std::shared_ptr<ProgramState> ps;
+  if (explanation != nullptr) explanation->clear();
   Decision d = state_->Run(portdev, view, packet, now, &trace, &ps);
   if (explanation != nullptr && ps != nullptr) *explanation = FormatTrace(*ps->program, trace);
   return d;

@@ -1,0 +1,226 @@
+#include "engine/replay.h"
+
+#include <pcap/pcap.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/packet_view.h"
+
+namespace nwfq::engine {
+namespace {
+
+uint32_t Rd32(const uint8_t* p, bool swap) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return swap ? __builtin_bswap32(v) : v;
+}
+uint16_t Rd16(const uint8_t* p, bool swap) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return swap ? __builtin_bswap16(v) : v;
+}
+
+bool IsHostAddr(const PacketView& v, const ReplayOptions& o) {
+  for (size_t i = 0; i < o.host_addrs.size(); ++i) {
+    if (o.host_families[i] != v.family) continue;
+    const size_t n = v.family == 4 ? 4 : 16;
+    if (std::memcmp(o.host_addrs[i].data(), v.dst_ip.data(), n) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string CtStateText(const Decision& d) {
+  if (!d.ct_looked_at) return "-";
+  const char* dir = d.ct_dir == ct::Dir::kOriginal ? "ORIGINAL" : "REPLY";
+  switch (d.ct_state) {
+    case ct::State::kNew:
+      return absl::StrCat("NEW/", dir);
+    case ct::State::kEstablished:
+      return absl::StrCat("ESTABLISHED/", dir);
+    case ct::State::kRelated:
+      return absl::StrCat("RELATED/", dir);
+    case ct::State::kInvalid:
+      return "INVALID";
+    case ct::State::kUntracked:
+      return "UNTRACKED";
+  }
+  return "-";
+}
+
+std::string_view VerdictText(Verdict v) {
+  switch (v) {
+    case Verdict::kAccept:
+      return "accept";
+    case Verdict::kDrop:
+      return "drop";
+    case Verdict::kReject:
+      return "reject";
+  }
+  return "?";
+}
+
+std::string_view ViewText(View v) {
+  switch (v) {
+    case View::kFromVm:
+      return "from-vm";
+    case View::kToVm:
+      return "to-vm";
+    case View::kVmToHost:
+      return "to-host";
+  }
+  return "?";
+}
+
+absl::StatusOr<std::vector<uint8_t>> ReadPcapngDirections(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::vector<uint8_t> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> dirs;
+  if (data.size() < 12 || Rd32(data.data(), false) != 0x0A0D0D0A) return dirs;  // classic pcap
+  bool swap = false;
+  size_t off = 0;
+  while (off + 12 <= data.size()) {
+    const uint8_t* b = data.data() + off;
+    uint32_t type = Rd32(b, swap);
+    if (type == 0x0A0D0D0A) {  // section header: byte order from the magic
+      const uint32_t magic = Rd32(b + 8, false);
+      swap = magic == 0x4D3C2B1A;
+      type = 0x0A0D0D0A;
+    }
+    const uint32_t len = Rd32(b + 4, swap);
+    if (len < 12 || off + len > data.size()) break;
+    if (type == 6 && len >= 32) {  // enhanced packet block
+      const uint32_t caplen = Rd32(b + 20, swap);
+      size_t opt = 28 + ((caplen + 3u) & ~3u);
+      uint8_t dir = 0;
+      while (opt + 4 <= len - 4) {
+        const uint16_t code = Rd16(b + opt, swap), olen = Rd16(b + opt + 2, swap);
+        if (code == 0) break;
+        if (code == 2 && olen == 4 && opt + 8 <= len) dir = Rd32(b + opt + 4, swap) & 3u;
+        opt += 4 + ((olen + 3u) & ~3u);
+      }
+      dirs.push_back(dir);
+    } else if (type == 3 || type == 2) {  // simple packet / obsolete packet block
+      dirs.push_back(0);
+    }
+    off += len;
+  }
+  return dirs;
+}
+
+absl::StatusOr<ReplaySummary> Replay(Engine& engine, const InstantiatedBinding& binding,
+                                     const std::string& pcap_path, std::ostream& csv,
+                                     const ReplayOptions& options) {
+  absl::StatusOr<std::vector<uint8_t>> dirs = ReadPcapngDirections(pcap_path);
+  if (!dirs.ok()) return dirs.status();
+  char err[PCAP_ERRBUF_SIZE] = {};
+  pcap_t* pcap = pcap_open_offline(pcap_path.c_str(), err);
+  if (pcap == nullptr) return absl::InvalidArgumentError(absl::StrCat(pcap_path, ": ", err));
+  struct Closer {
+    pcap_t* p;
+    ~Closer() { pcap_close(p); }
+  } closer{pcap};
+  const int dlt = pcap_datalink(pcap);
+  const bool raw_ip = dlt == DLT_RAW || dlt == DLT_IPV4 || dlt == DLT_IPV6;
+  if (dlt != DLT_EN10MB && !raw_ip) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(pcap_path, ": link type ", pcap_datalink_val_to_name(pcap_datalink(pcap)),
+                     " is not Ethernet (the capture must be taken on the VM's tap)"));
+  }
+  csv << "index,time,direction,verdict,rule,ctstate\n";
+  ReplaySummary sum;
+  ct::Nanos last = 0;
+  pcap_pkthdr* hdr = nullptr;
+  const u_char* bytes = nullptr;
+  std::string explanation;
+  int rc;
+  while ((rc = pcap_next_ex(pcap, &hdr, &bytes)) == 1) {
+    const uint64_t index = sum.frames++;
+    ct::Nanos now = static_cast<ct::Nanos>(hdr->ts.tv_sec) * ct::kNanosPerSecond +
+                    static_cast<ct::Nanos>(hdr->ts.tv_usec) * 1000;
+    if (now < last) now = last;  // conntrack needs a clock that never goes back
+    last = now;
+    std::span<const uint8_t> frame(bytes, hdr->caplen);
+    // Direction: pcapng flag, else the binding MAC.
+    View view = View::kToVm;
+    const uint8_t flag = index < dirs->size() ? (*dirs)[index] : 0;
+    if (flag == 1 || flag == 2) {
+      view = flag == 1 ? View::kFromVm : View::kToVm;
+      ++sum.direction_from_pcapng;
+    } else if (!raw_ip && frame.size() >= 12 &&
+               std::memcmp(frame.data() + 6, binding.mac.data(), 6) == 0) {
+      view = View::kFromVm;
+    }
+    PacketInput in;
+    in.bytes = frame;
+    if (raw_ip) {  // raw IP captures: network-layer input, direction only from pcapng flags
+      in.layer = Layer::kNetwork;
+      in.ethertype = !frame.empty() && (frame[0] >> 4) == 6 ? kEtherIpv6 : kEtherIpv4;
+    }
+    if (view == View::kFromVm && !options.host_addrs.empty()) {
+      const PacketView v =
+          raw_ip ? ParseNetwork(frame, in.ethertype, ParseOptions{.verify_checksums = false})
+                 : ParseEthernet(frame, ParseOptions{.verify_checksums = false});
+      if (v.family != 0 && IsHostAddr(v, options)) view = View::kVmToHost;
+    }
+    const Decision d = options.explain
+                           ? engine.Explain(binding.portdev, view, in, now, &explanation)
+                           : engine.Decide(binding.portdev, view, in, now);
+    switch (view) {
+      case View::kFromVm:
+        ++sum.from_vm;
+        break;
+      case View::kToVm:
+        ++sum.to_vm;
+        break;
+      case View::kVmToHost:
+        ++sum.to_host;
+        break;
+    }
+    switch (d.verdict) {
+      case Verdict::kAccept:
+        ++sum.accepted;
+        break;
+      case Verdict::kDrop:
+        ++sum.dropped;
+        break;
+      case Verdict::kReject:
+        ++sum.rejected;
+        break;
+    }
+    if (d.reason == Reason::kMalformed) ++sum.malformed;
+    std::string rule = "-";
+    if (d.rule >= 0 && static_cast<size_t>(d.rule) < binding.rules.size()) {
+      const RuleOrigin& o = binding.rules[static_cast<size_t>(d.rule)].origin;
+      rule = absl::StrCat(o.filter, ":", o.line);
+    }
+    const std::string time = absl::StrFormat("%d.%06d", static_cast<int64_t>(hdr->ts.tv_sec),
+                                             static_cast<int64_t>(hdr->ts.tv_usec));
+    csv << index << ',' << time << ',' << ViewText(view) << ',' << VerdictText(d.verdict) << ','
+        << rule << ',' << CtStateText(d) << '\n';
+    if (options.explain && options.explain_out != nullptr) {
+      *options.explain_out << "frame " << index << " " << time << " " << ViewText(view) << " -> "
+                           << VerdictText(d.verdict) << " (rule " << rule << ", ct "
+                           << CtStateText(d) << ")";
+      if (d.reason == Reason::kMalformed)
+        *options.explain_out << " malformed: " << MalformedName(d.malformed);
+      if (d.reason == Reason::kFragment) *options.explain_out << " orphan fragment";
+      *options.explain_out << "\n" << explanation;
+    }
+    if (options.progress && options.progress_every && sum.frames % options.progress_every == 0)
+      options.progress(sum.frames);
+  }
+  if (rc == PCAP_ERROR) {
+    return absl::DataLossError(
+        absl::StrCat(pcap_path, ": frame ", sum.frames, ": ", pcap_geterr(pcap)));
+  }
+  if (options.progress) options.progress(sum.frames);
+  return sum;
+}
+
+}  // namespace nwfq::engine

@@ -1,0 +1,55 @@
+// Offline replay of an Ethernet capture (pcap or pcapng, via libpcap) through the Engine,
+// with the capture's timestamps as the clock: one CSV row per frame
+// (`index,time,direction,verdict,rule,ctstate`), optionally with an explanation per frame.
+//
+// Direction per frame: pcapng's per-packet direction flag when recorded (epb_flags bits
+// 0-1; dumpcap on the tap: inbound = sent by the VM, outbound = sent to the VM), else the
+// binding MAC (source MAC == binding MAC: from the VM). A from-VM frame whose destination
+// IP is one of `host_addrs` goes to the host (HI).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/engine.h"
+
+namespace nwfq::engine {
+
+struct ReplayOptions {
+  std::vector<std::array<uint8_t, 16>> host_addrs;  // network order; IPv4 in bytes [0, 4)
+  std::vector<uint8_t> host_families;               // 4 or 6, parallel to host_addrs
+  bool explain = false;
+  std::ostream* explain_out = nullptr;  // where explanations go (required with explain)
+  // Called every `progress_every` frames (and at the end) with the frame count.
+  std::function<void(uint64_t)> progress;
+  uint64_t progress_every = 100'000;
+};
+
+struct ReplaySummary {
+  uint64_t frames = 0;
+  uint64_t accepted = 0, dropped = 0, rejected = 0;
+  uint64_t from_vm = 0, to_vm = 0, to_host = 0;
+  uint64_t direction_from_pcapng = 0;  // frames whose direction came from epb_flags
+  uint64_t malformed = 0;
+};
+
+// "NEW/ORIGINAL", "ESTABLISHED/REPLY", "INVALID", "UNTRACKED" or "-".
+std::string CtStateText(const Decision& d);
+std::string_view VerdictText(Verdict v);
+std::string_view ViewText(View v);
+
+// Replays `pcap_path` for `binding` (already installed in `engine` under binding.portdev).
+absl::StatusOr<ReplaySummary> Replay(Engine& engine, const InstantiatedBinding& binding,
+                                     const std::string& pcap_path, std::ostream& csv,
+                                     const ReplayOptions& options);
+
+// Per-packet directions recorded in a pcapng file (0 = none, 1 = inbound, 2 = outbound), in
+// packet order; empty for classic pcap files.
+absl::StatusOr<std::vector<uint8_t>> ReadPcapngDirections(const std::string& path);
+
+}  // namespace nwfq::engine
