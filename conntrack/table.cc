@@ -11,6 +11,10 @@
 #include <algorithm>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "conntrack/entry.h"
 
 namespace nwfq::ct {
@@ -82,13 +86,39 @@ bool IsPortProto(uint8_t proto) {
   return proto == kProtoTcp || proto == kProtoUdp || proto == kProtoUdplite || proto == kProtoSctp;
 }
 
-void CopyAddr(std::array<uint8_t, 16>& out, const std::array<uint8_t, 16>& in, bool v6) {
+// Copies an address, zeroing the unused 12 bytes of an IPv4 one. Written as two 8-byte
+// stores so that the hash's 8-byte loads are forwarded from them.
+inline void CopyAddr(std::array<uint8_t, 16>& out, const std::array<uint8_t, 16>& in, bool v6) {
+  uint64_t lo;
+  uint64_t hi = 0;
   if (v6) {
-    out = in;
+    std::memcpy(&lo, in.data(), 8);
+    std::memcpy(&hi, in.data() + 8, 8);
   } else {
-    out.fill(0);
-    std::memcpy(out.data(), in.data(), 4);
+    uint32_t v4;
+    std::memcpy(&v4, in.data(), 4);
+    lo = v4;
   }
+  std::memcpy(out.data(), &lo, 8);
+  std::memcpy(out.data() + 8, &hi, 8);
+}
+
+inline bool SameAddr(const std::array<uint8_t, 16>& a, const std::array<uint8_t, 16>& b) {
+  return Load64(a.data()) == Load64(b.data()) && Load64(a.data() + 8) == Load64(b.data() + 8);
+}
+
+// Bit i set if tags[i] == tag, for the 8 tags of one bucket.
+inline uint32_t MatchTags(const uint16_t* tags, uint16_t tag) {
+#if defined(__SSE2__)
+  __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tags));
+  __m128i eq = _mm_cmpeq_epi16(v, _mm_set1_epi16(static_cast<short>(tag)));
+  // Two mask bits per 16-bit lane; callers take ctz / 2.
+  return static_cast<uint32_t>(_mm_movemask_epi8(eq)) & 0x5555u;
+#else
+  uint32_t m = 0;
+  for (uint32_t i = 0; i < 8; ++i) m |= static_cast<uint32_t>(tags[i] == tag) << (2 * i);
+  return m;
+#endif
 }
 
 // ICMP request <-> reply type pairs (kernel invmap); 0 = no inverse.
@@ -194,17 +224,13 @@ KeyResult MakeKey(const FlowFacts& f, Key& k) {
 // Does the entry hold this key, and in which direction does the packet travel?
 inline int MatchDir(const Table::Entry& e, const Key& k) {
   if (e.l4proto != k.proto || ((e.flags & kEfIpv6) != 0) != k.v6) return -1;
-  if (k.fixed_dir != 1 && e.sport == k.sport && e.dport == k.dport && e.src == k.src &&
-      e.dst == k.dst) {
-    return 0;
+  if (e.sport == k.sport && e.dport == k.dport && SameAddr(e.src, k.src) &&
+      SameAddr(e.dst, k.dst)) {
+    // ICMP replies come with their key already in the original orientation.
+    return k.fixed_dir == 1 ? 1 : 0;
   }
-  if (k.fixed_dir == 1) {
-    // ICMP reply: the key is already in the original orientation.
-    if (e.sport == k.sport && e.dport == k.dport && e.src == k.src && e.dst == k.dst) return 1;
-    return -1;
-  }
-  if (k.fixed_dir == -1 && e.sport == k.dport && e.dport == k.sport && e.src == k.dst &&
-      e.dst == k.src) {
+  if (k.fixed_dir == -1 && e.sport == k.dport && e.dport == k.sport && SameAddr(e.src, k.dst) &&
+      SameAddr(e.dst, k.src)) {
     return 1;
   }
   return -1;
@@ -420,8 +446,8 @@ class TableInternals {
     Buckets(t, h, b[0], b[1]);
     for (int bi = 0; bi < (t.buckets_ > 1 ? 2 : 1); ++bi) {
       const uint32_t base = b[bi] * kBucketSlots;
-      for (uint32_t i = 0; i < kBucketSlots; ++i) {
-        if (t.tags_[base + i] != tag) continue;
+      for (uint32_t m = MatchTags(&t.tags_[base], tag); m != 0; m &= m - 1) {
+        const uint32_t i = static_cast<uint32_t>(__builtin_ctz(m)) / 2;
         Table::Entry& e = t.entries_[base + i];
         int d = MatchDir(e, k);
         if (d < 0) continue;
@@ -444,8 +470,8 @@ class TableInternals {
     Buckets(t, h, b[0], b[1]);
     for (int bi = 0; bi < (t.buckets_ > 1 ? 2 : 1); ++bi) {
       const uint32_t base = b[bi] * kBucketSlots;
-      for (uint32_t i = 0; i < kBucketSlots; ++i) {
-        if (t.tags_[base + i] != tag) continue;
+      for (uint32_t m = MatchTags(&t.tags_[base], tag); m != 0; m &= m - 1) {
+        const uint32_t i = static_cast<uint32_t>(__builtin_ctz(m)) / 2;
         int d = MatchDir(t.entries_[base + i], k);
         if (d < 0) continue;
         dir = d;
@@ -453,6 +479,25 @@ class TableInternals {
       }
     }
     return UINT32_MAX;
+  }
+
+  // The other bucket of the entry in slot `s`.
+  static uint32_t AltBucket(const Table& t, uint32_t s) {
+    uint32_t e1, e2;
+    Buckets(t, HashKey(KeyOf(t.entries_[s])), e1, e2);
+    return e1 == s / kBucketSlots ? e2 : e1;
+  }
+  static uint32_t FreeSlotIn(const Table& t, uint32_t bucket) {
+    for (uint32_t j = 0; j < kBucketSlots; ++j) {
+      if (t.tags_[bucket * kBucketSlots + j] == 0) return bucket * kBucketSlots + j;
+    }
+    return UINT32_MAX;
+  }
+  static void Move(Table& t, uint32_t from, uint32_t to) {
+    t.entries_[to] = t.entries_[from];
+    t.tags_[to] = t.tags_[from];
+    t.tags_[from] = 0;
+    t.entries_[from].flags = 0;
   }
 
   // Chooses a slot for a new connection: a free one, else an expired one, else the
@@ -475,9 +520,9 @@ class TableInternals {
           }
         }
       }
-      if (free_count[0] > 0 || free_count[1] > 0) {
-        return free_count[0] >= free_count[1] ? first_free[0] : first_free[1];
-      }
+      // Prefer the first bucket: most lookups then end in its tag line.
+      if (free_count[0] > 0) return first_free[0];
+      if (free_count[1] > 0) return first_free[1];
     }
     // Both buckets full (or the table is): reclaim an expired entry first.
     for (int bi = 0; bi < nb; ++bi) {
@@ -490,25 +535,31 @@ class TableInternals {
         }
       }
     }
-    // Cuckoo step: move one entry of a full bucket to its other bucket if that one has
-    // room. Entry references of moved entries go stale (see EntryRef): connlimit keeps
-    // tuples, not references, for that reason.
+    // Cuckoo steps: move an entry of a full bucket to its other bucket (depth 1), or make
+    // room there by moving one of that bucket's entries on (depth 2). Entry references of
+    // moved entries go stale (see EntryRef): connlimit keeps tuples, not references.
     if (!full) {
-      for (int bi = 0; bi < nb; ++bi) {
-        for (uint32_t i = 0; i < kBucketSlots; ++i) {
-          const uint32_t s = b[bi] * kBucketSlots + i;
-          uint64_t eh = HashKey(KeyOf(t.entries_[s]));
-          uint32_t e1, e2;
-          Buckets(t, eh, e1, e2);
-          const uint32_t alt = e1 == b[bi] ? e2 : e1;
-          for (uint32_t j = 0; j < kBucketSlots; ++j) {
-            const uint32_t d = alt * kBucketSlots + j;
-            if (t.tags_[d] != 0) continue;
-            t.entries_[d] = t.entries_[s];
-            t.tags_[d] = t.tags_[s];
-            t.tags_[s] = 0;
-            t.entries_[s].flags = 0;
-            return s;
+      for (int depth = 1; depth <= 2; ++depth) {
+        for (int bi = 0; bi < nb; ++bi) {
+          for (uint32_t i = 0; i < kBucketSlots; ++i) {
+            const uint32_t s = b[bi] * kBucketSlots + i;
+            const uint32_t alt = AltBucket(t, s);
+            if (depth == 1) {
+              const uint32_t d = FreeSlotIn(t, alt);
+              if (d == UINT32_MAX) continue;
+              Move(t, s, d);
+              return s;
+            }
+            for (uint32_t j = 0; j < kBucketSlots; ++j) {
+              const uint32_t s2 = alt * kBucketSlots + j;
+              const uint32_t alt2 = AltBucket(t, s2);
+              if (alt2 == b[bi]) continue;
+              const uint32_t d = FreeSlotIn(t, alt2);
+              if (d == UINT32_MAX) continue;
+              Move(t, s2, d);
+              Move(t, s, s2);
+              return s;
+            }
           }
         }
       }
@@ -839,6 +890,16 @@ std::optional<ConnInfo> Table::Get(EntryRef ref, Nanos now) const {
   ConnInfo info;
   TableInternals::FillInfo(*this, ref.slot, now_ms, info);
   return info;
+}
+
+void Table::Prefetch(const PacketFacts& p) const {
+  Key k;
+  if (MakeKey(p.flow, k) != KeyResult::kOk) return;
+  const uint64_t h = HashKey(k);
+  uint32_t b1, b2;
+  TableInternals::Buckets(*this, h, b1, b2);
+  __builtin_prefetch(&tags_[b1 * kBucketSlots]);
+  __builtin_prefetch(&tags_[b2 * kBucketSlots]);
 }
 
 std::optional<ConnInfo> Table::Lookup(const FlowFacts& f, Nanos now) const {

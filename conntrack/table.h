@@ -122,6 +122,9 @@ class Table {
   // Classifies `p` and updates its connection (see the contract above). `timeouts` is read
   // at this call to set the connection's new deadline.
   TrackResult Track(const PacketFacts& p, const TimeoutPolicy& timeouts, Nanos now);
+  // Optional: brings the index lines `p` will need into the cache. A worker handling a
+  // batch calls it a few packets ahead of Track() to overlap the memory latency.
+  void Prefetch(const PacketFacts& p) const;
   // Makes a tentative connection real. No-op for anything else (existing connections,
   // results already confirmed or discarded).
   void Confirm(const TrackResult& r, Nanos now);
