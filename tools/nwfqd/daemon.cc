@@ -276,6 +276,19 @@ absl::Status Run(const Config& config, const std::atomic<bool>& stop) {
       return absl::Status(st.code(), absl::StrCat("binding ", b.portdev, ": ", st.message()));
     }
     portdevs.push_back(b.portdev);
+    // Never silently ignore a rule: the kernel here queues only IP packets (iptables), so
+    // layer-2 rules see IP packets but never ARP/RARP/other frames (issue 6: offload).
+    size_t l2_rules = 0;
+    for (const L2Chain& chain : b.l2_chains) {
+      for (const L2Entry& e : chain.entries) l2_rules += e.kind == L2Entry::Kind::kRule;
+    }
+    if (l2_rules > 0) {
+      std::fprintf(stderr,
+                   "nwfqd: warning: binding %s: %zu layer-2 rule(s) apply to IP packets only; "
+                   "ARP, RARP and other non-IP frames are not steered to nwfqd and pass "
+                   "unfiltered\n",
+                   b.portdev.c_str(), l2_rules);
+    }
     std::fprintf(stderr, "nwfqd: binding %s: filter %s, %zu rules\n", b.portdev.c_str(),
                  b.top_filter.c_str(), b.rules.size());
   }
