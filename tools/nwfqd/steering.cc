@@ -89,6 +89,18 @@ absl::StatusOr<Backend> Choose(const std::string& requested, const Detection& de
       absl::StrCat("unknown --steer '", requested, "' (auto, iptables, none)"));
 }
 
+absl::Status ValidatePortdev(const std::string& dev) {
+  // Device names reach iptables-restore as text: refuse anything that could break a line
+  // or add an option. Linux names are at most 15 bytes.
+  if (dev.empty() || dev.size() > 15 ||
+      dev.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") !=
+          std::string::npos ||
+      dev[0] == '-') {
+    return absl::InvalidArgumentError(absl::StrCat("bad interface name '", dev, "'"));
+  }
+  return absl::OkStatus();
+}
+
 std::string IptablesRestoreScript(const Options& options) {
   const std::string target = absl::StrCat("-j NFQUEUE --queue-num ", options.queue_num,
                                           options.fail_open ? " --queue-bypass" : "");
@@ -108,15 +120,10 @@ std::string IptablesRestoreScript(const Options& options) {
 absl::Status Install(Backend backend, const Options& options) {
   if (backend == Backend::kNone) return absl::OkStatus();
   if (backend == Backend::kNft) return absl::UnimplementedError("nft steering backend");
-  if (absl::Status st = Remove(backend); !st.ok()) return st;
   for (const std::string& dev : options.portdevs) {
-    // Device names reach iptables-restore as text: refuse anything that could break a line.
-    if (dev.empty() || dev.size() > 15 ||
-        dev.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-                              "-_.") != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("bad interface name '", dev, "'"));
-    }
+    if (absl::Status st = ValidatePortdev(dev); !st.ok()) return st;
   }
+  if (absl::Status st = Remove(backend); !st.ok()) return st;
   const std::string script = IptablesRestoreScript(options);
   for (const char* tool : kIptables) {
     const std::string restore = absl::StrCat(tool, "-restore");

@@ -53,6 +53,10 @@ absl::StatusOr<Backend> Choose(const std::string& requested, const Detection& de
 absl::Status Install(Backend backend, const Options& options);
 absl::Status Remove(Backend backend);
 
+// OK for a plain interface name (letters, digits, '-', '_', '.'; 1-15 bytes; no leading
+// '-'); Install() refuses anything else before touching the kernel.
+absl::Status ValidatePortdev(const std::string& dev);
+
 // The iptables-restore input Install() feeds to iptables and ip6tables (for tests and
 // --dry-run style inspection).
 std::string IptablesRestoreScript(const Options& options);
