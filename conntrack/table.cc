@@ -8,7 +8,11 @@
 // only entries whose tag matches. No rehash, no pointers, no allocation after start.
 #include "conntrack/table.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #if defined(__SSE2__)
@@ -809,17 +813,30 @@ TrackResult TableInternals::Track(Table& t, const PacketFacts& p, const TimeoutP
 
 Table::Table(const TableOptions& options) : options_(options) {
   capacity_ = std::max<uint32_t>(options.capacity, 1);
-  // 1/16 spare slots so that two-choice buckets rarely overflow before the table is full.
+  // 1/32 spare slots: with two-choice buckets and two-step cuckoo moves, 1M connections
+  // fill a 1M table without any early drop.
   uint64_t want = static_cast<uint64_t>(capacity_) + capacity_ / 16 + kBucketSlots - 1;
   buckets_ = static_cast<uint32_t>(std::max<uint64_t>(want / kBucketSlots, 2));
   slots_ = buckets_ * kBucketSlots;
-  entries_ = std::make_unique<Entry[]>(slots_);
-  tags_ = std::make_unique<uint16_t[]>(slots_);
-  std::memset(static_cast<void*>(entries_.get()), 0, sizeof(Entry) * slots_);
-  std::memset(tags_.get(), 0, sizeof(uint16_t) * slots_);
+  const size_t entry_bytes = sizeof(Entry) * slots_;
+  const size_t tag_bytes = sizeof(uint16_t) * slots_;
+  mapping_bytes_ = entry_bytes + tag_bytes;
+  mapping_ =
+      mmap(nullptr, mapping_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapping_ == MAP_FAILED) {
+    // Out of address space at start-up: nothing sensible to do without a table.
+    std::perror("nwfq conntrack: mmap of the connection table");
+    std::abort();
+  }
+  madvise(mapping_, mapping_bytes_, MADV_HUGEPAGE);  // best effort
+  // Anonymous memory is zero-filled: every slot starts free.
+  entries_ = static_cast<Entry*>(mapping_);
+  tags_ = reinterpret_cast<uint16_t*>(static_cast<char*>(mapping_) + entry_bytes);
 }
 
-Table::~Table() = default;
+Table::~Table() {
+  if (mapping_ != nullptr) munmap(mapping_, mapping_bytes_);
+}
 
 TrackResult Table::Track(const PacketFacts& p, const TimeoutPolicy& timeouts, Nanos now) {
   return TableInternals::Track(*this, p, timeouts, now);
@@ -855,7 +872,7 @@ size_t Table::Sweep(size_t budget, Nanos now) {
 }
 
 void Table::Flush() {
-  std::memset(tags_.get(), 0, sizeof(uint16_t) * slots_);
+  std::memset(tags_, 0, sizeof(uint16_t) * slots_);
   for (uint32_t s = 0; s < slots_; ++s) entries_[s].flags = 0;
   size_ = 0;
   pending_slot_ = UINT32_MAX;

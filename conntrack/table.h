@@ -163,8 +163,12 @@ class Table {
   uint32_t capacity_ = 0;
   uint32_t slots_ = 0;  // capacity_ rounded up to whole buckets
   uint32_t buckets_ = 0;
-  std::unique_ptr<Entry[]> entries_;
-  std::unique_ptr<uint16_t[]> tags_;  // 0 = free slot; else a 15-bit hash tag | 0x8000
+  // Both arrays live in one anonymous mapping (huge pages advised: random access over
+  // ~100 MB otherwise spends its time in TLB misses).
+  void* mapping_ = nullptr;
+  size_t mapping_bytes_ = 0;
+  Entry* entries_ = nullptr;
+  uint16_t* tags_ = nullptr;  // 0 = free slot; else a 15-bit hash tag | 0x8000
   uint32_t size_ = 0;
   uint32_t sweep_cursor_ = 0;
   uint32_t next_generation_ = 1;

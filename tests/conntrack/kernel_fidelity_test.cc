@@ -45,6 +45,15 @@ using namespace testing;  // NOLINT: packet builders
 const auto kC = V4(198, 18, 7, 2);  // client
 const auto kS = V4(198, 18, 7, 3);  // server
 
+std::array<uint8_t, 16> Lab6(uint8_t last) {  // 2001:db8:7::<last>
+  std::array<uint8_t, 16> a = V6(last);
+  a[4] = 0;
+  a[5] = 7;
+  return a;
+}
+const auto kC6 = Lab6(2);
+const auto kS6 = Lab6(3);
+
 std::string Run(const std::string& cmd, int* status = nullptr) {
   std::string out;
   FILE* f = popen(("timeout 20 " + cmd + " 2>&1").c_str(), "r");
@@ -111,12 +120,17 @@ std::vector<uint8_t> L4Bytes(const PacketFacts& p) {
     Put16(l4, 0, f.sport);
     Put16(l4, 2, f.dport);
     Put16(l4, 4, static_cast<uint16_t>(l4.size()));
-  } else if (f.l4proto == 1) {
-    l4.assign(8 + 8, 0);
+  } else if (f.l4proto == 1 || f.l4proto == 58) {
+    const bool nd = f.l4proto == 58 && f.icmp_type >= 133 && f.icmp_type <= 137;
+    l4.assign(nd ? 8 + 16 : 8 + 8, 0);
     l4[0] = f.icmp_type;
     l4[1] = f.icmp_code;
-    Put16(l4, 4, f.icmp_id);
-    Put16(l4, 6, 1);
+    if (nd) {
+      std::memcpy(&l4[8], f.dst.data(), 16);  // target address
+    } else {
+      Put16(l4, 4, f.icmp_id);
+      Put16(l4, 6, 1);
+    }
   }
   return l4;
 }
@@ -147,7 +161,42 @@ std::vector<uint8_t> Ipv4(const FlowFacts& f, std::vector<uint8_t> l4) {
   return ip;
 }
 
+std::vector<uint8_t> Ipv6(const FlowFacts& f, std::vector<uint8_t> l4) {
+  std::vector<uint8_t> ip(40, 0);
+  ip[0] = 0x60;
+  Put16(ip, 4, static_cast<uint16_t>(l4.size()));
+  ip[6] = f.l4proto;
+  const bool nd = f.l4proto == 58 && f.icmp_type >= 133 && f.icmp_type <= 137;
+  ip[7] = nd ? 255 : 64;
+  std::memcpy(&ip[8], f.src.data(), 16);
+  std::memcpy(&ip[24], f.dst.data(), 16);
+  uint32_t pseudo = 0;
+  for (int i = 0; i < 16; i += 2) {
+    pseudo += static_cast<uint32_t>(f.src[i] << 8 | f.src[i + 1]);
+    pseudo += static_cast<uint32_t>(f.dst[i] << 8 | f.dst[i + 1]);
+  }
+  pseudo += f.l4proto + static_cast<uint32_t>(l4.size());
+  size_t at = f.l4proto == 6 ? 16 : f.l4proto == 17 ? 6 : 2;
+  Put16(l4, at, Checksum(l4.data(), l4.size(), pseudo));
+  ip.insert(ip.end(), l4.begin(), l4.end());
+  return ip;
+}
+
 std::vector<uint8_t> IpPacket(const PacketFacts& p) {
+  if (p.flow.family == 6) {
+    if (p.icmp_error) {
+      PacketFacts inner;
+      inner.flow = p.inner;
+      std::vector<uint8_t> quoted = Ipv6(p.inner, L4Bytes(inner));
+      quoted.resize(48);
+      std::vector<uint8_t> icmp(8, 0);
+      icmp[0] = p.flow.icmp_type;
+      icmp[1] = p.flow.icmp_code;
+      icmp.insert(icmp.end(), quoted.begin(), quoted.end());
+      return Ipv6(p.flow, icmp);
+    }
+    return Ipv6(p.flow, L4Bytes(p));
+  }
   if (p.flow.l4proto == 1 && p.icmp_error) {
     // ICMP error quoting the inner packet's IP header + first 8 bytes of its transport.
     PacketFacts inner;
@@ -174,6 +223,7 @@ class KernelLab {
         "ip netns add nwfq-ct-sink",
         "ip link add ci netns nwfq-ct-inj type veth peer name ck netns nwfq-ct-k",
         "ip link add cs netns nwfq-ct-k type veth peer name cz netns nwfq-ct-sink",
+        "ip netns exec nwfq-ct-inj sysctl -qw net.ipv6.conf.ci.disable_ipv6=1",
         "ip -n nwfq-ct-inj link set ci up",
         "ip -n nwfq-ct-k link set ck up",
         "ip -n nwfq-ct-k link set cs up",
@@ -188,6 +238,14 @@ class KernelLab {
         "ip netns exec nwfq-ct-k sysctl -qw net.ipv4.conf.all.rp_filter=0",
         "ip netns exec nwfq-ct-k sysctl -qw net.ipv4.conf.ck.rp_filter=0",
         "ip netns exec nwfq-ct-k sysctl -qw net.ipv4.conf.ck.accept_local=1",
+        "ip netns exec nwfq-ct-k sysctl -qw net.ipv6.conf.all.forwarding=1",
+        "ip netns exec nwfq-ct-k sysctl -qw net.ipv6.conf.ck.accept_dad=0",
+        "ip netns exec nwfq-ct-k sysctl -qw net.ipv6.conf.cs.accept_dad=0",
+        "ip -n nwfq-ct-k addr add 2001:db8:6::1/64 dev ck nodad",
+        "ip -n nwfq-ct-k addr add 2001:db8:8::1/64 dev cs nodad",
+        "ip -n nwfq-ct-k route add 2001:db8:7::/64 dev cs",
+        "ip -n nwfq-ct-k neigh add 2001:db8:7::2 lladdr 02:00:00:00:07:02 dev cs",
+        "ip -n nwfq-ct-k neigh add 2001:db8:7::3 lladdr 02:00:00:00:07:03 dev cs",
     };
     for (const char* cmd : setup) {
       if (!Ok(cmd)) {
@@ -196,24 +254,26 @@ class KernelLab {
       }
     }
     const char* states[] = {"NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED"};
-    for (const char* s : states) {
-      std::string cmd = std::string(
-                            "ip netns exec nwfq-ct-k iptables -t mangle -A PREROUTING -i ck "
-                            "-m conntrack --ctstate ") +
-                        s + " -m comment --comment st_" + s;
-      if (!Ok(cmd)) {
-        *why = "iptables failed: " + Run(cmd);
-        return false;
+    for (const char* tool : {"iptables", "ip6tables"}) {
+      // Only the lab's own packets (not the interface's own IPv6 chatter).
+      const std::string lab = std::string(tool) == "iptables"
+                                  ? " -s 198.18.7.0/24 -d 198.18.7.0/24"
+                                  : " -s 2001:db8:7::/64 -d 2001:db8:7::/64";
+      const std::string base = std::string("ip netns exec nwfq-ct-k ") + tool +
+                               " -t mangle -A PREROUTING -i ck" + lab + " -m conntrack ";
+      for (const char* s : states) {
+        std::string cmd = base + "--ctstate " + s + " -m comment --comment st_" + s;
+        if (!Ok(cmd)) {
+          *why = "iptables failed: " + Run(cmd);
+          return false;
+        }
       }
-    }
-    for (const char* d : {"ORIGINAL", "REPLY"}) {
-      std::string cmd = std::string(
-                            "ip netns exec nwfq-ct-k iptables -t mangle -A PREROUTING -i ck "
-                            "-m conntrack --ctdir ") +
-                        d + " -m comment --comment dir_" + d;
-      if (!Ok(cmd)) {
-        *why = "iptables failed: " + Run(cmd);
-        return false;
+      for (const char* d : {"ORIGINAL", "REPLY"}) {
+        std::string cmd = base + "--ctdir " + d + " -m comment --comment dir_" + d;
+        if (!Ok(cmd)) {
+          *why = "iptables failed: " + Run(cmd);
+          return false;
+        }
       }
     }
     ck_mac_ = Run("ip -n nwfq-ct-k -br link show ck");
@@ -260,7 +320,8 @@ class KernelLab {
     std::memcpy(frame.data(), dst_mac_.data(), 6);
     const uint8_t src_mac[6] = {0x02, 0, 0, 0, 0x06, 0x02};
     std::memcpy(frame.data() + 6, src_mac, 6);
-    frame[12] = 0x08;
+    frame[12] = p.flow.family == 6 ? 0x86 : 0x08;
+    frame[13] = p.flow.family == 6 ? 0xdd : 0x00;
     std::vector<uint8_t> ip = IpPacket(p);
     frame.insert(frame.end(), ip.begin(), ip.end());
     sockaddr_ll to{};
@@ -275,13 +336,15 @@ class KernelLab {
 
   std::map<std::string, long> Counters() {
     std::map<std::string, long> c;
-    std::istringstream in(Run("ip netns exec nwfq-ct-k iptables -t mangle -L PREROUTING -v -x -n"));
+    std::istringstream in(
+        Run("ip netns exec nwfq-ct-k iptables -t mangle -L PREROUTING -v -x -n") +
+        Run("ip netns exec nwfq-ct-k ip6tables -t mangle -L PREROUTING -v -x -n"));
     std::string line;
     while (std::getline(in, line)) {
       size_t at = line.find("/* ");
       if (at == std::string::npos) continue;
       std::string name = line.substr(at + 3, line.find(" */") - at - 3);
-      c[name] = std::stol(line);
+      c[name] += std::stol(line);
     }
     return c;
   }
@@ -309,12 +372,12 @@ std::ostream& operator<<(std::ostream& os, const Seen& s) {
 
 // The kernel's entry for the flow of `p` (both directions), summarised like ours.
 std::string KernelConn(const std::string& table, const PacketFacts& p) {
-  auto ip = [](const std::array<uint8_t, 16>& a) {
-    char b[32];
-    snprintf(b, sizeof b, "%d.%d.%d.%d", a[0], a[1], a[2], a[3]);
-    return std::string(b);
-  };
   const FlowFacts& f = p.icmp_error ? p.inner : p.flow;
+  auto ip = [&](const std::array<uint8_t, 16>& a) {
+    char b[INET6_ADDRSTRLEN];
+    inet_ntop(f.family == 6 ? AF_INET6 : AF_INET, a.data(), b, sizeof b);
+    return std::string(b) + " ";
+  };
   std::istringstream in(table);
   std::string line;
   while (std::getline(in, line)) {
@@ -324,9 +387,11 @@ std::string KernelConn(const std::string& table, const PacketFacts& p) {
     }
     bool proto_ok = (f.l4proto == 6 && line.find(" tcp ") != std::string::npos) ||
                     (f.l4proto == 17 && line.find(" udp ") != std::string::npos) ||
-                    (f.l4proto == 1 && line.find(" icmp ") != std::string::npos);
+                    (f.l4proto == 1 && line.find(" icmp ") != std::string::npos) ||
+                    (f.l4proto == 58 && line.find(" icmpv6 ") != std::string::npos);
+    if ((f.family == 6) != (line.rfind("ipv6", 0) == 0)) continue;
     if (!proto_ok) continue;
-    if (f.l4proto != 1) {
+    if (f.l4proto != 1 && f.l4proto != 58) {
       std::string ports = "sport=" + std::to_string(f.sport) + " dport=" + std::to_string(f.dport);
       std::string rports = "sport=" + std::to_string(f.dport) + " dport=" + std::to_string(f.sport);
       if (line.find(ports) == std::string::npos && line.find(rports) == std::string::npos) continue;
@@ -390,6 +455,11 @@ PacketFacts T(bool from_client, uint8_t flags, uint32_t seq, uint32_t ack, uint3
               uint16_t sport = 40000) {
   return from_client ? Tcp(kC, sport, kS, 80, flags, seq, ack, 64240, len)
                      : Tcp(kS, 80, kC, sport, flags, seq, ack, 65160, len);
+}
+
+PacketFacts six(PacketFacts p) {
+  p.flow.family = 6;
+  return p;
 }
 
 std::vector<Scenario> Scenarios() {
@@ -456,6 +526,18 @@ std::vector<Scenario> Scenarios() {
         {"udp to closed port", udp_x},
         {"port unreachable", IcmpError(kS, kC, 3, 3, udp_x)},
         {"unreachable for unknown flow", IcmpError(kS, kC, 3, 3, Udp(kC, 6000, kS, 9))}}},
+      {"ipv6: tcp, icmpv6 echo, neighbour discovery, error",
+       {{"SYN", six(Tcp(kC6, 40010, kS6, 22, kSyn, 1, 0))},
+        {"SYN/ACK", six(Tcp(kS6, 22, kC6, 40010, kSynAck, 50, 2))},
+        {"ACK", six(Tcp(kC6, 40010, kS6, 22, kAck, 2, 51))},
+        {"echo request", Icmp6(kC6, kS6, 128, 7)},
+        {"echo reply", Icmp6(kS6, kC6, 129, 7)},
+        {"lone echo reply", Icmp6(kS6, kC6, 129, 8)},
+        {"neighbour solicitation", Icmp6(kC6, kS6, 135)},
+        {"neighbour advertisement", Icmp6(kS6, kC6, 136)},
+        {"router solicitation", Icmp6(kC6, kS6, 133)},
+        {"udp6", Udp(kC6, 7000, kS6, 9, 6)},
+        {"unreachable6", IcmpError(kS6, kC6, 1, 4, Udp(kC6, 7000, kS6, 9, 6))}}},
   };
 }
 
@@ -514,7 +596,7 @@ TEST(KernelFidelity, ScriptedSequencesMatchTheKernel) {
       }
     }
   }
-  lab.Down();
+  if (getenv("NWFQ_CT_KEEP") == nullptr) lab.Down();
   std::printf("kernel fidelity: %d steps, %d mismatches\n", steps, mismatches);
 }
 
