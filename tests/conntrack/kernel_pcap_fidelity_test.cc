@@ -1,0 +1,145 @@
+// Kernel fidelity over real captures: packets of /work/shared/pcaps/ (TCP, UDP, ICMP and
+// ICMPv6 ones) are parsed with the engine's parser, their addresses mapped into the lab's
+// 198.18.7.0/24 and 2001:db8:7::/64, rebuilt with correct checksums (captures taken with
+// checksum offload would otherwise be INVALID for both) and played, as fast as the
+// per-packet comparison allows, through the kernel's conntrack and through ours.
+// Skips when the shared data, root or the tools are missing. Label: integration.
+#include <pcap/pcap.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "conntrack/clock.h"
+#include "conntrack/table.h"
+#include "engine/packet_view.h"
+#include "gtest/gtest.h"
+#include "tests/conntrack/kernel_lab.h"
+
+namespace nwfq::ct {
+namespace {
+
+using namespace lab;  // NOLINT: the lab and its helpers
+
+// Captures replayed, relative to the shared pcaps directory (<= 150 packets each).
+const char* const kCaptures[] = {
+    "icmp/cs_icmp_echo.pcap",
+    "icmp/zeek_icmp-ping.pcap",
+    "icmp/ppp_IcmpPackets.pcap",
+    "icmp/zeek_icmp-destunreach-udp.pcap",
+    "icmp/sv_icmp-fragneeded-smtp.pcap",
+    "tcp/arkime_wireshark-retrans.pcap",
+    "tcp/cs_tcp_zerowindowdead.pcap",
+    "tcp/ppp_fin_rst_close.pcap",
+    "tcp/ppp_one_tcp_stream_max_seq.pcap",
+    "tcp/sv_out-of-window-ipv4.pcap",
+    "tcp/sv_out-of-window-ipv6.pcap",
+    "tcp/sv_split-handshake-4whs.pcap",
+    "tcp/sv_split-handshake-5whs.pcap",
+    "tcp/sv_syn-same-port-new-isn.pcap",
+    "ipv6/zeek_icmp6-ping.pcap",
+    "ipv6/zeek_icmp6-nd-options.pcap",
+    "ipv6/sv_kill_router6.pcap",
+};
+
+// Maps capture addresses into the lab's prefixes, one new host number per address.
+class AddressMap {
+ public:
+  void Map(uint8_t family, std::array<uint8_t, 16>& a) {
+    auto [it, fresh] = map_.try_emplace({family, a}, next_);
+    if (fresh) ++next_;
+    const uint8_t host = static_cast<uint8_t>(it->second);
+    a = family == 6 ? Lab6(host) : testing::V4(198, 18, 7, host);
+  }
+  bool Full() const { return next_ > 250; }
+
+ private:
+  std::map<std::pair<uint8_t, std::array<uint8_t, 16>>, int> map_;
+  int next_ = 10;
+};
+
+// Packets of `path` the lab can rebuild faithfully, addresses mapped.
+std::vector<PacketFacts> Load(const std::string& path, std::string* why) {
+  std::vector<PacketFacts> out;
+  char err[PCAP_ERRBUF_SIZE];
+  pcap_t* pc = pcap_open_offline(path.c_str(), err);
+  if (pc == nullptr) {
+    *why = err;
+    return out;
+  }
+  if (pcap_datalink(pc) != DLT_EN10MB) {
+    *why = "not Ethernet";
+    pcap_close(pc);
+    return out;
+  }
+  AddressMap map;
+  pcap_pkthdr* h;
+  const u_char* data;
+  while (pcap_next_ex(pc, &h, &data) == 1 && out.size() < 150) {
+    engine::PacketView v = engine::ParseEthernet({data, h->caplen}, engine::ParseOptions{});
+    if (v.malformed != engine::Malformed::kNone || v.family == 0 || v.fragment || !v.has_l4) {
+      continue;
+    }
+    if (v.l4proto != 6 && v.l4proto != 17 && v.l4proto != 1 && v.l4proto != 58) continue;
+    PacketFacts p = engine::ToPacketFacts(v);
+    if (p.icmp_error && p.inner.l4proto != 6 && p.inner.l4proto != 17 && p.inner.l4proto != 1 &&
+        p.inner.l4proto != 58) {
+      continue;  // the builder quotes only these
+    }
+    p.bad_checksum = false;  // rebuilt with correct checksums
+    if (p.flow.l4proto == 6) p.payload_len = std::min<uint32_t>(p.payload_len, 1400);
+    map.Map(p.flow.family, p.flow.src);
+    map.Map(p.flow.family, p.flow.dst);
+    if (p.icmp_error) {
+      map.Map(p.inner.family, p.inner.src);
+      map.Map(p.inner.family, p.inner.dst);
+    }
+    if (map.Full()) break;
+    out.push_back(p);
+  }
+  pcap_close(pc);
+  return out;
+}
+
+TEST(KernelPcapFidelity, CapturesMatchTheKernel) {
+  const std::filesystem::path dir = std::filesystem::path(NWFQ_SHARED_DIR) / "pcaps";
+  if (!std::filesystem::exists(dir)) GTEST_SKIP() << "no shared captures at " << dir;
+  std::string why;
+  if (!LabPrerequisites(&why)) GTEST_SKIP() << why;
+  KernelLab kernel_lab;
+  if (!kernel_lab.Up(&why)) {
+    kernel_lab.Down();
+    GTEST_SKIP() << "kernel lab unavailable: " << why;
+  }
+  MonotonicClock clock;
+  TimeoutPolicy timeouts;
+  int total = 0;
+  int mismatches = 0;
+  for (const char* name : kCaptures) {
+    std::vector<PacketFacts> pkts = Load((dir / name).string(), &why);
+    if (pkts.empty()) {
+      std::printf("%s: skipped (%s)\n", name, why.empty() ? "no trackable packets" : why.c_str());
+      continue;
+    }
+    kernel_lab.Flush();
+    Table ours(TableOptions{.capacity = 4096});
+    int here = 0;
+    for (size_t i = 0; i < pkts.size(); ++i) {
+      auto [kernel, mine] = Observe(kernel_lab, ours, timeouts, clock.Now(), pkts[i]);
+      ++total;
+      if (!(kernel == mine)) {
+        ++here;
+        ADD_FAILURE() << name << " packet #" << i + 1 << ": kernel " << kernel << ", nwfq " << mine;
+      }
+    }
+    mismatches += here;
+    std::printf("%s: %zu packets, %d mismatches\n", name, pkts.size(), here);
+  }
+  kernel_lab.Down();
+  std::printf("pcap fidelity: %d packets, %d mismatches\n", total, mismatches);
+}
+
+}  // namespace
+}  // namespace nwfq::ct
