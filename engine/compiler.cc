@@ -21,7 +21,13 @@ class Builder {
     cur_.swapped = swapped;
     cur_.first_test = static_cast<uint32_t>(prog_.tests.size());
   }
-  void Add(const Test& t) { prog_.tests.push_back(t); }
+  void Add(const Test& t) {
+    prog_.tests.push_back(t);
+    if (t.field == Field::kTcpFlags || t.field == Field::kTcpOption ||
+        t.field == Field::kConnlimit) {
+      cur_.per_packet = true;
+    }
+  }
   void End() {
     cur_.n_tests = static_cast<uint32_t>(prog_.tests.size()) - cur_.first_test;
     prog_.instrs.push_back(cur_);
@@ -343,6 +349,12 @@ absl::StatusOr<std::shared_ptr<const Program>> Compile(const InstantiatedBinding
         b.End();
       }
       range.count = static_cast<uint32_t>(prog->instrs.size()) - range.first;
+    }
+  }
+
+  for (int c = 0; c < kL3ChainCount; ++c) {
+    for (int fam = 0; fam < 2; ++fam) {
+      prog->classifiers[c][fam] = Classifier::Build(*prog, prog->l3[c][fam], fam == 0 ? 4 : 6);
     }
   }
 

@@ -215,29 +215,68 @@ bool InstrMatches(const Program& prog, const Instr& in, const EvalContext& ctx,
   return true;
 }
 
+namespace {
+
+// One instruction of a layer-3 walk; true when the walk ends (terminal action).
+inline bool StepL3(const Program& prog, uint32_t i, L3Chain chain, const EvalContext& ctx,
+                   Trace* trace, uint64_t* counters, uint32_t bytes, MatchLog* log,
+                   ChainOutcome& out) {
+  const Instr& in = prog.instrs[i];
+  bool m;
+  if (trace != nullptr) {
+    int32_t failed = -1;
+    TestResult fr = TestResult::kMatch;
+    m = InstrMatches(prog, in, ctx, &failed, &fr);
+    trace->push_back(TraceStep{false, static_cast<uint32_t>(chain), i, m, failed, fr});
+  } else {
+    m = InstrMatches(prog, in, ctx);
+  }
+  if (log != nullptr) log->per_packet |= in.per_packet;
+  if (!m) return false;
+  if (counters != nullptr) {
+    counters[2 * i] += 1;
+    counters[2 * i + 1] += bytes;
+  }
+  if (log != nullptr) {
+    if (log->n < MatchLog::kMax) {
+      log->matched[log->n++] = static_cast<int32_t>(i);
+    } else {
+      log->overflow = true;
+    }
+  }
+  if (in.action == Action::kContinue) return false;
+  out.terminal = true;
+  out.action = in.action;
+  out.instr = static_cast<int32_t>(i);
+  out.rule = in.rule;
+  return true;
+}
+
+}  // namespace
+
 ChainOutcome RunL3(const Program& prog, L3Chain chain, const EvalContext& ctx, Trace* trace,
-                   uint64_t* counters, uint32_t bytes) {
+                   uint64_t* counters, uint32_t bytes, MatchLog* log) {
+  ChainOutcome out;
+  const int fam = ctx.pkt->family == 6 ? 1 : 0;
+  const Classifier& cls = prog.classifiers[static_cast<int>(chain)][fam];
+  if (trace == nullptr && cls.built()) {
+    for (uint32_t i : cls.Candidates(MakeClassKey(*ctx.pkt))) {
+      if (StepL3(prog, i, chain, ctx, nullptr, counters, bytes, log, out)) return out;
+    }
+    return out;
+  }
+  const ChainRange range = prog.l3[static_cast<int>(chain)][fam];
+  for (uint32_t i = range.first; i < range.first + range.count; ++i) {
+    if (StepL3(prog, i, chain, ctx, trace, counters, bytes, log, out)) return out;
+  }
+  return out;
+}
+
+ChainOutcome RunL3Linear(const Program& prog, L3Chain chain, const EvalContext& ctx) {
   ChainOutcome out;
   const ChainRange range = prog.l3[static_cast<int>(chain)][ctx.pkt->family == 6 ? 1 : 0];
   for (uint32_t i = range.first; i < range.first + range.count; ++i) {
-    const Instr& in = prog.instrs[i];
-    int32_t failed = -1;
-    TestResult fr = TestResult::kMatch;
-    const bool m = InstrMatches(prog, in, ctx, &failed, &fr);
-    if (trace != nullptr) {
-      trace->push_back(TraceStep{false, static_cast<uint32_t>(chain), i, m, failed, fr});
-    }
-    if (!m) continue;
-    if (counters != nullptr) {
-      counters[2 * i] += 1;
-      counters[2 * i + 1] += bytes;
-    }
-    if (in.action == Action::kContinue) continue;
-    out.terminal = true;
-    out.action = in.action;
-    out.instr = static_cast<int32_t>(i);
-    out.rule = in.rule;
-    return out;
+    if (StepL3(prog, i, chain, ctx, nullptr, nullptr, 0, nullptr, out)) return out;
   }
   return out;
 }

@@ -47,11 +47,30 @@ struct ChainOutcome {
 
 TestResult EvalTest(const Test& t, const EvalContext& ctx);
 
+// What the engine's decision cache needs to replay a chain's outcome for later packets of
+// the same connection without evaluating: the instructions that matched (their counters
+// move on every packet) and whether any instruction looked at reads per-packet fields
+// (Instr::per_packet), which makes the outcome unfit for reuse.
+struct MatchLog {
+  static constexpr int kMax = 4;
+  int32_t matched[kMax] = {};
+  uint8_t n = 0;
+  bool overflow = false;    // more than kMax instructions matched
+  bool per_packet = false;  // an instruction looked at has Instr::per_packet
+  bool Cacheable() const { return !overflow && !per_packet; }
+};
+
 // Layer 3: the chain for `chain` and the packet's family (IPv4 or IPv6 list).
 // `counters`, when given, has 2 entries per instruction (packets, bytes) and is bumped for
-// every instruction that matched, as iptables counts rules.
+// every instruction that matched, as iptables counts rules. Without a trace, the chain's
+// classifier (when built) picks the candidates; with one (--explain), every instruction
+// is looked at in order, so the explanation lists them all. Both give the same outcome.
+// `log`, when given, records what the decision cache needs.
 ChainOutcome RunL3(const Program& prog, L3Chain chain, const EvalContext& ctx,
-                   Trace* trace = nullptr, uint64_t* counters = nullptr, uint32_t bytes = 0);
+                   Trace* trace = nullptr, uint64_t* counters = nullptr, uint32_t bytes = 0,
+                   MatchLog* log = nullptr);
+// RunL3 by a linear scan of every instruction, whatever the classifier (for tests).
+ChainOutcome RunL3Linear(const Program& prog, L3Chain chain, const EvalContext& ctx);
 
 // Layer 2: root chain of `dir` with jumps into sub-chains. Outcomes: terminal accept/drop
 // (reject = drop at layer 2), `return` at the root = pass (terminal=false), falling off a

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/classifier.h"
 #include "parser/instantiated.h"
 #include "parser/rule_types.h"
 
@@ -100,6 +101,10 @@ struct Instr {
   Action action = Action::kAccept;
   bool swapped = false;  // src/dst read in reverse (for --explain)
   int32_t jump = -1;     // layer 2: sub-chain index to enter (then `rule` is meaningless)
+  // Reads a field that can change between packets of one connection in one direction and
+  // that the decision cache does not key on (TCP flags, TCP options, connlimit counts): a
+  // flow that can reach this instruction is never served from the cache.
+  bool per_packet = false;
   uint32_t first_test = 0;
   uint32_t n_tests = 0;
 };
@@ -116,6 +121,9 @@ struct Program {
   std::array<std::array<ChainRange, 2>, kL3ChainCount> l3{};
   // [L2Dir][chain index of InstantiatedBinding::l2_chains]; root = 0.
   std::array<std::vector<ChainRange>, 2> l2;
+  // [chain][family]: the decision tree over the chain's instructions (classifier.h); not
+  // built for short chains (the evaluator then scans the chain).
+  std::array<std::array<Classifier, 2>, kL3ChainCount> classifiers;
   uint32_t connlimiters = 0;  // number of connlimit rule instances (limiter ids 0..n-1)
   // Copied from the binding for --explain and the CSV: rule origins.
   std::vector<RuleOrigin> origins;
