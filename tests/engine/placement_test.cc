@@ -90,6 +90,10 @@ std::vector<Row> Rows() {
       Rule(Action::kDrop, kInOut, Protocol::kTcp, {U(Attr::kDstPortStart, 22), States(kStateNew)});
   const ConcreteRule stNone =
       Rule(Action::kAccept, kIn, Protocol::kTcp, {U(Attr::kDstPortStart, 22), States(kStateNone)});
+  // Real libvirt 9.0 (tests/oracle, case ipv6): state NONE on ICMP with a type = no state
+  // match, own direction only (not the NEW,ESTABLISHED of typed ICMP rules).
+  const ConcreteRule stNoneIcmp =
+      Rule(Action::kAccept, kIn, Protocol::kIcmp, {U(Attr::kType, 8), States(kStateNone)});
   const ConcreteRule stDrop = Rule(Action::kDrop, kOut, Protocol::kTcp, {States(kStateNew)});
   const ConcreteRule stNeg = Rule(Action::kAccept, kOut, Protocol::kTcp, {States(kStateNew, true)});
   const ConcreteRule stIgnored = Rule(Action::kAccept, kIn, Protocol::kTcp,
@@ -208,6 +212,8 @@ std::vector<Row> Rows() {
        false},
       {"d.3 state=NONE: FO without state", stNone, FO, peer_vm(40000, 22), kInv, kOrig, true},
       {"d.3 state=NONE: no FI instance", stNone, FI, vm_peer(22, 40000), kEst, kRep, false},
+      {"d.3 icmp type state=NONE: FO without state", stNoneIcmp, FO, echo_in, kUnt, kOrig, true},
+      {"d.3 icmp type state=NONE: no FI instance", stNoneIcmp, FI, echo_out, kEst, kRep, false},
       {"d.3 drop keeps its state match", stDrop, FI, vm_peer(40000, 80), kEst, kOrig, false},
       {"d.3 drop state=NEW: NEW dropped", stDrop, FI, vm_peer(40000, 80), kNew, kOrig, true},
       {"d.3 match=no state: not NEW", stNeg, FI, vm_peer(40000, 80), kNew, kOrig, false},
