@@ -86,12 +86,15 @@ void AddCommon(CLI::App* cmd, CommonFlags& f) {
 struct ReplayFlags : CommonFlags {
   std::string pcap, verdicts;
   bool explain = false;
+  bool connlimit_kernel_compat = false;  // semantics i.1 (ct::ConnLimiterOptions)
 };
 
 int RunReplay(const ReplayFlags& f) {
   absl::StatusOr<InstantiatedBinding> b = Load(f.filters, f.binding, nullptr);
   if (!b.ok()) return Fail("replay", b.status());
-  Engine e(engine::EngineOptions{});
+  engine::EngineOptions eo;
+  eo.connlimit.kernel_compat_sticky = f.connlimit_kernel_compat;
+  Engine e(eo);
   if (absl::Status st = ApplyTimeouts(e, f.timeouts); !st.ok()) return Fail("replay", st);
   if (absl::Status st = e.SetBinding(*b); !st.ok()) return Fail("replay", st);
   engine::ReplayOptions o;
@@ -370,6 +373,9 @@ const bool kRegistered =
       replay->add_option("--pcap", rf->pcap, "Ethernet capture taken on the VM's tap")->required();
       replay->add_option("--verdicts", rf->verdicts, "output CSV")->required();
       replay->add_flag("--explain", rf->explain, "print every rule looked at per frame on stdout");
+      replay->add_flag("--connlimit-kernel-compat", rf->connlimit_kernel_compat,
+                       "connlimit as the kernel does it: a refused flow also stalls the "
+                       "not-yet-assured flow holding the slot (semantics i.1)");
       replay->callback([rf, exit_code] { *exit_code = RunReplay(*rf); });
 
       auto ef = std::make_shared<ExplainFlags>();
