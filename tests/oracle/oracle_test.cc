@@ -1,0 +1,347 @@
+// Differential test: nwfq against real libvirt + the real kernel, frame by frame.
+//
+// For each case in tests/oracle/filters/<case>/ the reference rule set real libvirt 9.0
+// generated for it (tests/oracle/reference/<case>/libvirt-commands.txt, see README.md) is
+// replayed into a host namespace shaped like ../shared/oracle's; the case's scripted frames
+// (scripts.cc) are injected from the VM's and the peer's side through AF_PACKET; a frame
+// counts as delivered when the far end sees it (for frames to the host: when the host
+// answers it) within a bound. The same frames, in order and with their send times, go into
+// a pcapng with per-frame direction flags, `nwfqctl replay` decides them with the case's
+// filters and binding, and every frame's accept must equal the kernel's delivered.
+// Understood differences are pinned per frame (scripts.cc) with their reason.
+//
+// Needs root, `ip netns`, the nf_tables iptables/ebtables tools and br_netfilter; skips
+// clearly otherwise. Label: integration. Namespaces: nwfq-or-vm, nwfq-or-h, nwfq-or-peer,
+// removed at the end of every case, also on failure.
+#include <arpa/inet.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/oracle/kernel_side.h"
+#include "tests/oracle/scripts.h"
+
+namespace nwfq::oracle {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kNwfqctl[] = NWFQCTL_PATH;
+constexpr auto kDeliveryWait = std::chrono::milliseconds(300);
+constexpr auto kHostAnswerWait = std::chrono::milliseconds(500);
+
+std::string CaseDir(const std::string& name) {
+  return std::string(NWFQ_SOURCE_DIR) + "/tests/oracle/filters/" + name;
+}
+std::string RefDir(const std::string& name) {
+  return std::string(NWFQ_SOURCE_DIR) + "/tests/oracle/reference/" + name;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// ---- frames
+
+struct Ip4 {
+  bool ok = false;
+  uint8_t proto = 0;
+  uint16_t id = 0;
+  const uint8_t* l4 = nullptr;
+  size_t l4_len = 0;
+  uint32_t src = 0;
+};
+
+Ip4 ParseIp4(const std::vector<uint8_t>& f) {
+  Ip4 r;
+  if (f.size() < 34 || f[12] != 0x08 || f[13] != 0x00) return r;
+  const size_t ihl = (f[14] & 0x0f) * 4u;
+  if (f.size() < 14 + ihl + 8) return r;
+  r.ok = true;
+  r.proto = f[23];
+  r.id = static_cast<uint16_t>(f[18] << 8 | f[19]);
+  std::memcpy(&r.src, &f[26], 4);
+  r.l4 = f.data() + 14 + ihl;
+  r.l4_len = f.size() - 14 - ihl;
+  return r;
+}
+
+uint16_t Rd16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+
+// Whether `got` (seen at the VM) is the host's answer to the to-host probe `sent`: an echo
+// reply with its id/seq, a TCP segment with its ports swapped, or an ICMP error quoting it.
+bool IsHostAnswer(const std::vector<uint8_t>& sent, const std::vector<uint8_t>& got) {
+  const Ip4 s = ParseIp4(sent), g = ParseIp4(got);
+  if (!s.ok || !g.ok || got.size() < 12 || std::memcmp(got.data() + 6, kHostMac.data(), 6) != 0)
+    return false;
+  if (s.proto == 1 && g.proto == 1 && g.l4[0] == 0 && s.l4[0] == 8)
+    return std::memcmp(g.l4 + 4, s.l4 + 4, 4) == 0;
+  if (s.proto == 6 && g.proto == 6)
+    return Rd16(g.l4) == Rd16(s.l4 + 2) && Rd16(g.l4 + 2) == Rd16(s.l4);
+  if (g.proto == 1 && g.l4[0] == 3 && g.l4_len >= 8 + 20)
+    return Rd16(g.l4 + 8 + 4) == s.id;  // the quoted header's IP id
+  return false;
+}
+
+// ---- pcapng with per-packet direction (epb_flags: 1 inbound = sent by the VM,
+// 2 outbound = sent to the VM), as dumpcap writes it on a tap.
+
+void Put32(std::string& b, uint32_t v) { b.append(reinterpret_cast<const char*>(&v), 4); }
+void Put16(std::string& b, uint16_t v) { b.append(reinterpret_cast<const char*>(&v), 2); }
+
+bool WritePcapng(const std::string& path, const std::vector<Step>& steps,
+                 const std::vector<int64_t>& times_us) {
+  std::string b;
+  Put32(b, 0x0A0D0D0A);  // section header
+  Put32(b, 28);
+  Put32(b, 0x1A2B3C4D);
+  Put16(b, 1);
+  Put16(b, 0);
+  Put32(b, 0xffffffff);
+  Put32(b, 0xffffffff);
+  Put32(b, 28);
+  Put32(b, 1);  // interface description: Ethernet, microseconds (default)
+  Put32(b, 20);
+  Put16(b, 1);
+  Put16(b, 0);
+  Put32(b, 0);
+  Put32(b, 20);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const std::vector<uint8_t>& f = steps[i].frame;
+    const uint32_t padded = static_cast<uint32_t>((f.size() + 3) & ~size_t{3});
+    const uint32_t len = 28 + padded + 12 + 4;
+    const uint64_t ts = static_cast<uint64_t>(times_us[i]);
+    Put32(b, 6);
+    Put32(b, len);
+    Put32(b, 0);
+    Put32(b, static_cast<uint32_t>(ts >> 32));
+    Put32(b, static_cast<uint32_t>(ts));
+    Put32(b, static_cast<uint32_t>(f.size()));
+    Put32(b, static_cast<uint32_t>(f.size()));
+    b.append(reinterpret_cast<const char*>(f.data()), f.size());
+    b.append(padded - f.size(), '\0');
+    Put16(b, 2);  // epb_flags
+    Put16(b, 4);
+    Put32(b, steps[i].side == Side::kPeer ? 2u : 1u);
+    Put32(b, 0);  // opt_endofopt
+    Put32(b, len);
+  }
+  std::ofstream out(path, std::ios::binary);
+  out << b;
+  return static_cast<bool>(out);
+}
+
+// ---- nwfq
+
+struct NwfqRow {
+  std::string direction, verdict, rule, ctstate;
+};
+
+// Runs `nwfqctl replay` over the pcapng; returns the rows or fails the test.
+std::vector<NwfqRow> RunNwfq(const std::string& name, const std::string& pcap,
+                             const std::string& csv, const std::vector<std::string>& extra,
+                             std::string* log) {
+  std::string cmd = std::string(kNwfqctl) + " replay --filters " + CaseDir(name) + " --binding " +
+                    RefDir(name) + "/binding.xml --pcap " + pcap + " --verdicts " + csv +
+                    " --host-addr 198.18.0.1 --host-addr 2001:db8::1";
+  for (const std::string& a : extra) cmd += " " + a;
+  const int rc = Sh(cmd, log);
+  std::vector<NwfqRow> rows;
+  if (rc != 0) {
+    ADD_FAILURE() << "nwfqctl replay failed (" << rc << "): " << cmd << "\n" << *log;
+    return rows;
+  }
+  std::ifstream in(csv);
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    if (f.size() < 6) {
+      ADD_FAILURE() << "bad CSV row: " << line;
+      continue;
+    }
+    rows.push_back(NwfqRow{f[2], f[3], f[4], f[5]});
+  }
+  return rows;
+}
+
+const char* SideName(Side s) {
+  switch (s) {
+    case Side::kVm:
+      return "vm->peer";
+    case Side::kPeer:
+      return "peer->vm";
+    case Side::kVmToHost:
+      return "vm->host";
+  }
+  return "?";
+}
+
+class OracleTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "oracle test needs root (namespaces, iptables)";
+    if (Sh("ip netns list") != 0) GTEST_SKIP() << "`ip netns` is unavailable here";
+    if (!fs::exists(std::string(NWFQ_SOURCE_DIR) + "/tests/oracle/reference"))
+      GTEST_SKIP() << "tests/oracle/reference is missing (run generate-reference.sh)";
+    for (const char* t : {"iptables-nft", "ip6tables-nft", "ebtables-nft", "iptables-nft-save",
+                          "ip6tables-nft-save", "ebtables-nft-save"}) {
+      if (!fs::exists(std::string("/usr/sbin/") + t))
+        GTEST_SKIP() << "/usr/sbin/" << t << " is missing (Debian packages iptables, ebtables)";
+    }
+    if (!fs::exists("/proc/sys/net/bridge/bridge-nf-call-iptables"))
+      GTEST_SKIP() << "br_netfilter is not loaded (bridged frames would bypass iptables)";
+  }
+};
+
+TEST_P(OracleTest, NwfqAgreesWithKernelFrameByFrame) {
+  const std::string name = GetParam();
+  ASSERT_TRUE(fs::exists(RefDir(name) + "/libvirt-commands.txt"))
+      << "no reference for case " << name;
+  CaseScript script = ScriptFor(name);
+  ASSERT_FALSE(script.steps.empty()) << "no frame script for case " << name;
+  {
+    std::set<std::vector<uint8_t>> unique;
+    std::set<std::string> labels;
+    for (const Step& s : script.steps) {
+      ASSERT_TRUE(unique.insert(s.frame).second) << "frame not unique: " << s.label;
+      ASSERT_TRUE(labels.insert(s.label).second) << "label not unique: " << s.label;
+    }
+  }
+
+  KernelSide k;  // its destructor removes the namespaces, also when an ASSERT fails
+  if (getenv("NWFQ_ORACLE_KEEP") != nullptr) k.Keep();  // leave them for a look
+  const std::string up = k.Up();
+  ASSERT_EQ(up, "");
+  ASSERT_EQ(k.ReplayCommands(RefDir(name) + "/libvirt-commands.txt"), "");
+  // The replayed rule set is exactly what libvirt built.
+  EXPECT_EQ(k.Save("iptables"), ReadFile(RefDir(name) + "/iptables.rules"));
+  EXPECT_EQ(k.Save("ip6tables"), ReadFile(RefDir(name) + "/ip6tables.rules"));
+  EXPECT_EQ(k.Save("ebtables"), ReadFile(RefDir(name) + "/ebtables.rules"));
+
+  std::vector<bool> delivered;
+  std::vector<int64_t> times;
+  for (const Step& s : script.steps) {
+    int64_t at = 0;
+    bool seen;
+    if (s.side == Side::kVmToHost) {
+      seen = k.Inject(
+          true, true, s.frame,
+          [&](const std::vector<uint8_t>& got) { return IsHostAnswer(s.frame, got); },
+          kHostAnswerWait, &at);
+    } else {
+      seen = k.Inject(
+          s.side == Side::kVm, false, s.frame,
+          [&](const std::vector<uint8_t>& got) { return got == s.frame; }, kDeliveryWait, &at);
+    }
+    delivered.push_back(seen);
+    times.push_back(at);
+  }
+  k.Down();
+
+  char tmpl[] = "/tmp/nwfq-oracle.XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string pcap = dir + "/" + name + ".pcapng";
+  ASSERT_TRUE(WritePcapng(pcap, script.steps, times));
+
+  std::string log;
+  const std::vector<NwfqRow> rows =
+      RunNwfq(name, pcap, dir + "/verdicts.csv", script.nwfq_args, &log);
+  ASSERT_EQ(rows.size(), script.steps.size()) << log;
+
+  size_t agree = 0, pinned = 0;
+  std::ostringstream table;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Step& s = script.steps[i];
+    const bool accepts = rows[i].verdict == "accept";
+    const std::string kern = delivered[i] ? "delivered" : "not-delivered";
+    char line[512];
+    std::snprintf(line, sizeof line, "  %2zu %-8s %-58s kernel=%-13s nwfq=%-6s %-18s %s\n", i,
+                  SideName(s.side), s.label.c_str(), kern.c_str(), rows[i].verdict.c_str(),
+                  rows[i].ctstate.c_str(), rows[i].rule.c_str());
+    table << line;
+    auto div = script.divergences.find(s.label);
+    if (div != script.divergences.end()) {
+      ++pinned;
+      EXPECT_EQ(delivered[i], div->second.kernel_delivers)
+          << name << " frame " << i << " (" << s.label << "): the kernel changed its mind on a "
+          << "pinned divergence (" << div->second.reason << ")";
+      EXPECT_EQ(accepts, div->second.nwfq_accepts)
+          << name << " frame " << i << " (" << s.label << "): nwfq changed on a pinned "
+          << "divergence (" << div->second.reason << ")";
+      continue;
+    }
+    if (accepts == delivered[i]) {
+      ++agree;
+    } else {
+      ADD_FAILURE() << name << " frame " << i << " (" << SideName(s.side) << ", " << s.label
+                    << "): kernel " << kern << ", nwfq " << rows[i].verdict << " ("
+                    << rows[i].ctstate << ", rule " << rows[i].rule << ")";
+    }
+  }
+  std::printf("[oracle] %s: %zu frames, %zu agree, %zu pinned divergences\n%s", name.c_str(),
+              rows.size(), agree, pinned, table.str().c_str());
+
+  if (!script.nwfq_args.empty()) {
+    // nwfq's default mode (without the compatibility switches): the frames where it differs
+    // from the kernel must be exactly the documented ones.
+    std::string log2;
+    const std::vector<NwfqRow> def = RunNwfq(name, pcap, dir + "/verdicts-default.csv", {}, &log2);
+    ASSERT_EQ(def.size(), script.steps.size()) << log2;
+    std::vector<std::string> differs;
+    for (size_t i = 0; i < def.size(); ++i) {
+      if ((def[i].verdict == "accept") != delivered[i]) differs.push_back(script.steps[i].label);
+    }
+    EXPECT_EQ(differs, script.default_mode_differs)
+        << name << ": nwfq's default mode differs from the kernel on other frames than the "
+        << "documented ones";
+    std::printf("[oracle] %s: nwfq default mode differs from the kernel on %zu frame(s)\n",
+                name.c_str(), differs.size());
+  }
+  if (!HasFailure())
+    fs::remove_all(dir);
+  else
+    std::printf("[oracle] capture and verdicts kept in %s\n", dir.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, OracleTest, ::testing::ValuesIn(ScriptedCases()),
+                         [](const ::testing::TestParamInfo<std::string>& p) {
+                           std::string n = p.param;
+                           for (char& c : n)
+                             if (c == '-') c = '_';
+                           return n;
+                         });
+
+// Every case directory has a script and a reference (a new case cannot be forgotten).
+TEST(OracleCases, EveryFilterCaseHasScriptAndReference) {
+  const std::string root = std::string(NWFQ_SOURCE_DIR) + "/tests/oracle/filters";
+  std::set<std::string> dirs;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory()) dirs.insert(e.path().filename());
+  const std::vector<std::string> scripted = ScriptedCases();
+  EXPECT_EQ(dirs, std::set<std::string>(scripted.begin(), scripted.end()));
+  for (const std::string& d : dirs) {
+    EXPECT_TRUE(fs::exists(RefDir(d) + "/binding.xml")) << d;
+    EXPECT_TRUE(fs::exists(RefDir(d) + "/libvirt-commands.txt")) << d;
+  }
+}
+
+}  // namespace
+}  // namespace nwfq::oracle
