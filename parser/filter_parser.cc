@@ -537,14 +537,6 @@ class FilterParser {
                                     "> with a type in an inout rule: libvirt creates no "
                                     "layer-3 instance for it, so it never matches"));
       }
-      const AttrDef* state = rule.Find(Attr::kState);
-      if (rule.protocol == Protocol::kIcmpv6 && rule.statematch && state && !state->var &&
-          state->value.number == kStateNone) {
-        AddNote(rule.line,
-                "state='NONE' on <icmpv6> with a type still gets a NEW,ESTABLISHED state match "
-                "in libvirt, so untracked neighbour discovery never matches it (use "
-                "statematch='false')");
-      }
     }
     if (IsIpv6Layer3(rule.protocol)) {
       if (const AttrDef* to = rule.Find(Attr::kDstIpTo)) {
