@@ -42,8 +42,8 @@ void SetBytes(benchmark::State& state, const Table& t) {
 }
 
 // Lookup-and-update of existing UDP connections in random order (the packets themselves
-// are read sequentially, as a worker reads its batch). `prefetch`: Table::Prefetch is
-// called 8 packets ahead.
+// are read sequentially, as a worker reads its batch). `prefetch`: PrefetchIndex 8 and
+// PrefetchEntry 4 packets ahead, as a batching worker would.
 void UdpHit(benchmark::State& state, bool prefetch) {
   const uint32_t n = static_cast<uint32_t>(state.range(0));
   Table t(TableOptions{.capacity = n});
@@ -61,7 +61,10 @@ void UdpHit(benchmark::State& state, bool prefetch) {
   const uint64_t created = t.stats().new_conns;
   size_t k = 0;
   for (auto _ : state) {
-    if (prefetch) t.Prefetch(pkts[k + 8 < n ? k + 8 : k + 8 - n]);
+    if (prefetch) {
+      t.PrefetchIndex(pkts[k + 8 < n ? k + 8 : k + 8 - n]);
+      t.PrefetchEntry(pkts[k + 4 < n ? k + 4 : k + 4 - n]);
+    }
     TrackResult r = t.Track(pkts[k], to, now);
     benchmark::DoNotOptimize(r);
     if (++k == n) {

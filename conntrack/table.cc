@@ -813,7 +813,7 @@ TrackResult TableInternals::Track(Table& t, const PacketFacts& p, const TimeoutP
 
 Table::Table(const TableOptions& options) : options_(options) {
   capacity_ = std::max<uint32_t>(options.capacity, 1);
-  // 1/32 spare slots: with two-choice buckets and two-step cuckoo moves, 1M connections
+  // 1/16 spare slots: with two-choice buckets and two-step cuckoo moves, 1M connections
   // fill a 1M table without any early drop.
   uint64_t want = static_cast<uint64_t>(capacity_) + capacity_ / 16 + kBucketSlots - 1;
   buckets_ = static_cast<uint32_t>(std::max<uint64_t>(want / kBucketSlots, 2));
@@ -909,7 +909,7 @@ std::optional<ConnInfo> Table::Get(EntryRef ref, Nanos now) const {
   return info;
 }
 
-void Table::Prefetch(const PacketFacts& p) const {
+void Table::PrefetchIndex(const PacketFacts& p) const {
   Key k;
   if (MakeKey(p.flow, k) != KeyResult::kOk) return;
   const uint64_t h = HashKey(k);
@@ -917,6 +917,23 @@ void Table::Prefetch(const PacketFacts& p) const {
   TableInternals::Buckets(*this, h, b1, b2);
   __builtin_prefetch(&tags_[b1 * kBucketSlots]);
   __builtin_prefetch(&tags_[b2 * kBucketSlots]);
+}
+
+void Table::PrefetchEntry(const PacketFacts& p) const {
+  Key k;
+  if (MakeKey(p.flow, k) != KeyResult::kOk) return;
+  const uint64_t h = HashKey(k);
+  const uint16_t tag = TagOf(h);
+  uint32_t b[2];
+  TableInternals::Buckets(*this, h, b[0], b[1]);
+  for (uint32_t bucket : b) {
+    const uint32_t base = bucket * kBucketSlots;
+    for (uint32_t m = MatchTags(&tags_[base], tag); m != 0; m &= m - 1) {
+      const char* e = reinterpret_cast<const char*>(&entries_[base + __builtin_ctz(m) / 2]);
+      __builtin_prefetch(e);
+      __builtin_prefetch(e + 64);
+    }
+  }
 }
 
 std::optional<ConnInfo> Table::Lookup(const FlowFacts& f, Nanos now) const {

@@ -122,9 +122,12 @@ class Table {
   // Classifies `p` and updates its connection (see the contract above). `timeouts` is read
   // at this call to set the connection's new deadline.
   TrackResult Track(const PacketFacts& p, const TimeoutPolicy& timeouts, Nanos now);
-  // Optional: brings the index lines `p` will need into the cache. A worker handling a
-  // batch calls it a few packets ahead of Track() to overlap the memory latency.
-  void Prefetch(const PacketFacts& p) const;
+  // Optional, for batches: overlap the memory latency of several packets. Call
+  // PrefetchIndex(p) some 8 packets ahead of Track(p) (brings p's two tag lines in) and
+  // PrefetchEntry(p) some 4 packets ahead (reads those tags, brings the matching entry in).
+  // Neither changes any state.
+  void PrefetchIndex(const PacketFacts& p) const;
+  void PrefetchEntry(const PacketFacts& p) const;
   // Makes a tentative connection real. No-op for anything else (existing connections,
   // results already confirmed or discarded).
   void Confirm(const TrackResult& r, Nanos now);

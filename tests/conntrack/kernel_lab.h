@@ -204,8 +204,17 @@ inline std::vector<uint8_t> IpPacket(const PacketFacts& p) {
 }
 
 // ---- The kernel side.
+// Owns the three namespaces: they are removed by Down() and, whatever happens to the
+// test (failed assertion, early return), by the destructor.
 class KernelLab {
  public:
+  KernelLab() = default;
+  KernelLab(const KernelLab&) = delete;
+  KernelLab& operator=(const KernelLab&) = delete;
+  ~KernelLab() {
+    if (getenv("NWFQ_CT_KEEP") == nullptr) Down();
+  }
+
   bool Up(std::string* why) {
     Down();
     const char* setup[] = {
