@@ -13,7 +13,11 @@
 // never share connections, without widening the flow key.
 #include "engine/engine.h"
 
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -52,15 +56,73 @@ bool FragKeyEq(const FragSlot& s, const PacketView& v) {
 // A compiled program with the mutable state that belongs to exactly this program:
 // per-instruction counters and one connlimit limiter per connlimit rule instance.
 struct ProgramState {
+  uint32_t generation = 0;  // unique per SetBinding (never 0): keys the decision cache
   std::shared_ptr<const Program> program;
   std::vector<uint64_t> counters;  // 2 per instruction
   std::vector<ct::ConnLimiter> limiters;
   std::vector<std::string> l2_chain_names;
 };
 
+// The decision cache: for a connection's packets in one direction, the layer-3 outcome of
+// the last packet, replayed (counters included) when the next one is known to give the
+// same: same connection (slot + generation), same program, same view, ct state and
+// direction, and the same values of every field the chain may read that is not part of
+// the connection's tuple (TOS, ICMP type/code, source MAC, ...; `key` hashes them with the
+// tuple). Outcomes that depended on a field that changes per packet (TCP flags and
+// options, connlimit counts: Instr::per_packet) are never stored. Only confirmed NEW and
+// ESTABLISHED connections use it (RELATED packets are ICMP errors with their own
+// addresses and types).
+//
+// Indexed by [conntrack slot][direction]; an entry that moved to another slot (cuckoo) or
+// a slot reused by a new connection (new generation) simply misses.
+struct CachedDecision {
+  uint64_t key = 0;
+  uint32_t ct_gen = 0;    // EntryRef::generation; generations start at 1, so 0 = empty
+  uint32_t prog_gen = 0;  // ProgramState::generation
+  int32_t matched[MatchLog::kMax] = {};
+  uint8_t n = 0;
+  bool terminal = false;  // matched[n - 1] is the deciding (terminal) instruction
+};
+
+inline uint64_t Mix(uint64_t h, uint64_t v) {
+  h ^= v;
+  h *= 0x9e3779b97f4a7c15ull;
+  return h ^ (h >> 29);
+}
+
+uint64_t DecisionKey(const PacketView& v, View view, const ct::TrackResult& tr) {
+  uint64_t a[4];
+  std::memcpy(a, v.src_ip.data(), 16);
+  std::memcpy(a + 2, v.dst_ip.data(), 16);
+  const uint64_t ports = uint64_t{v.sport} | uint64_t{v.dport} << 16 | uint64_t{v.l4proto} << 32 |
+                         uint64_t{v.tos} << 40 | uint64_t{v.icmp_type} << 48 |
+                         uint64_t{v.icmp_code} << 56;
+  uint64_t mac = 0;
+  std::memcpy(&mac, v.src_mac.data(), 6);
+  const uint64_t misc = mac | uint64_t{static_cast<uint8_t>(view)} << 48 |
+                        uint64_t{static_cast<uint8_t>(tr.state)} << 51 |
+                        uint64_t{static_cast<uint8_t>(tr.dir)} << 54 | uint64_t{v.has_l4} << 55 |
+                        uint64_t{v.has_src_mac} << 56 | uint64_t{v.family == 6} << 57;
+  uint64_t h = Mix(0x243f6a8885a308d3ull, a[0]);
+  h = Mix(h, a[1]);
+  h = Mix(h, a[2]);
+  h = Mix(h, a[3]);
+  h = Mix(h, ports);
+  return Mix(h, misc);
+}
+
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+
 struct BindingState {
   BindingState(const EngineOptions& o, const ct::TimeoutPolicy* root)
-      : table(TableOpts(o)), timeouts(root) {}
+      : table(TableOpts(o)), timeouts(root) {
+    // calloc: the zero pages are mapped lazily, so an idle binding costs address space only.
+    cache_slots = table.MemoryBytes() / ct::Table::kSlotBytes;
+    cache.reset(static_cast<CachedDecision*>(std::calloc(cache_slots * 2, sizeof(CachedDecision))));
+    if (cache == nullptr) cache_slots = 0;
+  }
   static ct::TableOptions TableOpts(const EngineOptions& o) {
     ct::TableOptions t = o.table;
     t.capacity = o.conntrack_capacity;
@@ -70,7 +132,30 @@ struct BindingState {
   ct::TimeoutPolicy timeouts;
   std::shared_ptr<ProgramState> prog;  // guarded by Engine::State::mu for the swap
   std::array<FragSlot, kFragSlots> frags{};
+  std::unique_ptr<CachedDecision[], FreeDeleter> cache;  // [slot * 2 + dir]
+  size_t cache_slots = 0;
 };
+static_assert(std::is_trivially_copyable_v<CachedDecision>);
+
+// The last binding a thread looked up (per thread, so workers never share it): Decide()
+// skips the mutex and the map while the engine's bindings have not changed (version).
+// It holds references, so the binding stays alive while the thread may still use it; the
+// engine resets the destroying thread's entry, another thread's entry is released at its
+// next lookup (or exit).
+struct HotBinding {
+  uint64_t engine_id = 0;
+  uint64_t version = 0;
+  std::array<char, 16> name{};  // IFNAMSIZ; longer names are not cached
+  size_t name_len = 0;
+  std::shared_ptr<BindingState> b;
+  std::shared_ptr<ProgramState> ps;
+  bool Matches(uint64_t id, uint64_t ver, std::string_view dev) const {
+    return engine_id == id && version == ver && dev.size() == name_len &&
+           std::memcmp(dev.data(), name.data(), name_len) == 0;
+  }
+};
+thread_local HotBinding tls_hot;
+std::atomic<uint64_t> next_engine_id{1};
 
 struct ConnlimitArg {
   ProgramState* ps;
@@ -101,6 +186,10 @@ Verdict L3Verdict(Action a) {
 
 struct Engine::State {
   explicit State(const EngineOptions& o) : options(o) {}
+  const uint64_t id = next_engine_id.fetch_add(1, std::memory_order_relaxed);
+  // Bumped (under mu) by every change of `bindings` or of a binding's program.
+  std::atomic<uint64_t> version{1};
+  std::atomic<uint32_t> next_program{1};
   EngineOptions options;
   ct::TimeoutPolicy root_timeouts;
   mutable absl::Mutex mu;
@@ -112,7 +201,9 @@ struct Engine::State {
 };
 
 Engine::Engine(const EngineOptions& options) : state_(std::make_unique<State>(options)) {}
-Engine::~Engine() = default;
+Engine::~Engine() {
+  if (tls_hot.engine_id == state_->id) tls_hot = HotBinding{};
+}
 
 absl::Status Engine::SetBinding(const InstantiatedBinding& binding) {
   absl::StatusOr<std::shared_ptr<const Program>> prog = Compile(binding);
@@ -121,6 +212,8 @@ absl::Status Engine::SetBinding(const InstantiatedBinding& binding) {
                         absl::StrCat("binding ", binding.portdev, ": ", prog.status().message()));
   }
   auto ps = std::make_shared<ProgramState>();
+  ps->generation = state_->next_program.fetch_add(1, std::memory_order_relaxed);
+  if (ps->generation == 0) ps->generation = state_->next_program.fetch_add(1);
   ps->program = *prog;
   ps->counters.assign((*prog)->instrs.size() * 2, 0);
   ps->limiters.reserve((*prog)->connlimiters);
@@ -133,12 +226,14 @@ absl::Status Engine::SetBinding(const InstantiatedBinding& binding) {
   if (slot == nullptr)
     slot = std::make_shared<BindingState>(state_->options, &state_->root_timeouts);
   slot->prog = std::move(ps);
+  state_->version.fetch_add(1, std::memory_order_release);
   return absl::OkStatus();
 }
 
 void Engine::RemoveBinding(std::string_view portdev) {
   absl::MutexLock lock(&state_->mu);
   state_->bindings.erase(std::string(portdev));
+  state_->version.fetch_add(1, std::memory_order_release);
 }
 
 ct::TimeoutPolicy& Engine::timeouts() { return state_->root_timeouts; }
@@ -186,17 +281,90 @@ std::vector<RuleCounter> Engine::rule_counters(std::string_view portdev) const {
   return out;
 }
 
+namespace {
+
+// False when the root chain of `dir` is empty: nothing to look at (a frame falls off it).
+inline bool HasL2(const Program& prog, L2Dir dir) {
+  const auto& chains = prog.l2[static_cast<int>(dir)];
+  return !chains.empty() && chains[0].count != 0;
+}
+
+// Layer 3 through the decision cache (see CachedDecision).
+ChainOutcome DecideL3(BindingState& b, ProgramState& ps, View view, L3Chain chain,
+                      const PacketView& v, const ct::TrackResult& tr, const EvalContext& ctx,
+                      Trace* trace, uint32_t bytes) {
+  const Program& prog = *ps.program;
+  uint64_t* counters = ps.counters.data();
+  const bool cacheable = trace == nullptr && tr.entry.valid() && !tr.tentative &&
+                         (tr.state == ct::State::kEstablished || tr.state == ct::State::kNew) &&
+                         tr.entry.slot < b.cache_slots;
+  if (!cacheable) return RunL3(prog, chain, ctx, trace, counters, bytes);
+  CachedDecision& c = b.cache[size_t{tr.entry.slot} * 2 + (tr.dir == ct::Dir::kReply ? 1 : 0)];
+  const uint64_t key = DecisionKey(v, view, tr);
+  if (c.ct_gen == tr.entry.generation && c.prog_gen == ps.generation && c.key == key) {
+    ChainOutcome o;
+    for (uint8_t k = 0; k < c.n; ++k) {
+      const size_t i = static_cast<size_t>(c.matched[k]);
+      counters[2 * i] += 1;
+      counters[2 * i + 1] += bytes;
+    }
+    if (c.terminal) {
+      const Instr& in = prog.instrs[static_cast<size_t>(c.matched[c.n - 1])];
+      o.terminal = true;
+      o.action = in.action;
+      o.instr = c.matched[c.n - 1];
+      o.rule = in.rule;
+    }
+    return o;
+  }
+  MatchLog log;
+  const ChainOutcome o = RunL3(prog, chain, ctx, nullptr, counters, bytes, &log);
+  if (log.Cacheable()) {
+    c.key = key;
+    c.ct_gen = tr.entry.generation;
+    c.prog_gen = ps.generation;
+    c.n = log.n;
+    std::copy_n(log.matched, log.n, c.matched);
+    c.terminal = o.terminal;
+  }
+  return o;
+}
+
+}  // namespace
+
 Decision Engine::State::Run(std::string_view portdev, View view, const PacketInput& packet,
                             ct::Nanos now, Trace* trace, std::shared_ptr<ProgramState>* used) {
   ++counters.packets;
-  std::shared_ptr<BindingState> b;
-  std::shared_ptr<ProgramState> ps;
-  {
+  BindingState* b = nullptr;
+  ProgramState* ps = nullptr;
+  std::shared_ptr<BindingState> b_hold;  // for names too long for the per-thread entry
+  std::shared_ptr<ProgramState> ps_hold;
+  HotBinding& hot = tls_hot;
+  if (hot.Matches(id, version.load(std::memory_order_acquire), portdev)) {
+    b = hot.b.get();
+    ps = hot.ps.get();
+    if (used != nullptr) *used = hot.ps;
+  } else {
     absl::ReaderMutexLock lock(&mu);
     auto it = bindings.find(absl::string_view(portdev.data(), portdev.size()));
-    if (it != bindings.end()) {
-      b = it->second;
-      ps = b->prog;
+    if (it != bindings.end() && it->second->prog != nullptr) {
+      if (portdev.size() <= hot.name.size()) {
+        hot.engine_id = id;
+        hot.version = version.load(std::memory_order_relaxed);  // stable under mu
+        hot.name_len = portdev.size();
+        std::memcpy(hot.name.data(), portdev.data(), portdev.size());
+        hot.b = it->second;
+        hot.ps = it->second->prog;
+        b = hot.b.get();
+        ps = hot.ps.get();
+        if (used != nullptr) *used = hot.ps;
+      } else {
+        b_hold = it->second;
+        ps_hold = b_hold->prog;
+        b = b_hold.get();
+        ps = ps_hold.get();
+        if (used != nullptr) *used = ps_hold;
+      }
     }
   }
   Decision d;
@@ -205,7 +373,6 @@ Decision Engine::State::Run(std::string_view portdev, View view, const PacketInp
     d.reason = Reason::kNoBinding;
     return d;
   }
-  if (used != nullptr) *used = ps;
   const Program& prog = *ps->program;
 
   ParseOptions popt;
@@ -240,7 +407,9 @@ Decision Engine::State::Run(std::string_view portdev, View view, const PacketInp
 
   // Layer 2 first for frames from the VM.
   if (from_vm) {
-    const L2Outcome l2 = RunL2(prog, L2Dir::kI, ctx, trace, ps->counters.data(), bytes);
+    const L2Outcome l2 = HasL2(prog, L2Dir::kI)
+                             ? RunL2(prog, L2Dir::kI, ctx, trace, ps->counters.data(), bytes)
+                             : L2Outcome{};
     if (l2.instr >= 0) d.l2_rule = static_cast<int32_t>(l2.rule);
     if (l2.dropped) {
       d.verdict = Verdict::kDrop;
@@ -276,13 +445,13 @@ Decision Engine::State::Run(std::string_view portdev, View view, const PacketInp
     ctx.tracked = true;
     ctx.state = tr.state;
     ctx.dir = tr.dir;
-    ConnlimitArg carg{ps.get(), &facts.flow, &tr, &b->table, now};
+    ConnlimitArg carg{ps, &facts.flow, &tr, &b->table, now};
     ctx.connlimit = &CountConnlimit;
     ctx.connlimit_arg = &carg;
     const L3Chain chain = view == View::kFromVm ? L3Chain::kFI
                           : view == View::kToVm ? L3Chain::kFO
                                                 : L3Chain::kHI;
-    const ChainOutcome o = RunL3(prog, chain, ctx, trace, ps->counters.data(), bytes);
+    const ChainOutcome o = DecideL3(*b, *ps, view, chain, v, tr, ctx, trace, bytes);
     ctx.connlimit = nullptr;
     if (o.terminal) {
       d.verdict = L3Verdict(o.action);
@@ -301,7 +470,9 @@ Decision Engine::State::Run(std::string_view portdev, View view, const PacketInp
   }
 
   if (!from_vm && d.verdict == Verdict::kAccept) {
-    const L2Outcome l2 = RunL2(prog, L2Dir::kO, ctx, trace, ps->counters.data(), bytes);
+    const L2Outcome l2 = HasL2(prog, L2Dir::kO)
+                             ? RunL2(prog, L2Dir::kO, ctx, trace, ps->counters.data(), bytes)
+                             : L2Outcome{};
     if (l2.instr >= 0) d.l2_rule = static_cast<int32_t>(l2.rule);
     if (l2.dropped) {
       d.verdict = Verdict::kDrop;

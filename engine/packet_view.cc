@@ -1,5 +1,6 @@
 #include "engine/packet_view.h"
 
+#include <bit>
 #include <cstring>
 
 namespace nwfq::engine {
@@ -10,11 +11,44 @@ inline uint32_t Be32(const uint8_t* p) {
   return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];
 }
 
-// One's-complement sum (not folded) over bytes.
+// One's-complement sum over bytes, added to `sum` (not folded to 16 bits). The sum is
+// byte-order independent (RFC 1071 section 2(B)): 8 bytes at a time are added in native
+// order into 32-bit halves of a 64-bit accumulator, folded to 16 bits and swapped to
+// network order at the end. A non-zero sum never folds to zero, so the callers' Fold()
+// gives what a 16-bit big-endian loop would.
 uint32_t SumBytes(const uint8_t* p, size_t n, uint32_t sum = 0) {
-  for (; n >= 2; p += 2, n -= 2) sum += Be16(p);
-  if (n) sum += uint32_t{p[0]} << 8;
-  return sum;
+  uint64_t acc = 0;
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    acc += (w & 0xffffffffu) + (w >> 32);
+  }
+  if (n >= 4) {
+    uint32_t w;
+    std::memcpy(&w, p, 4);
+    acc += w;
+    p += 4;
+    n -= 4;
+  }
+  if (n >= 2) {
+    uint16_t w;
+    std::memcpy(&w, p, 2);
+    acc += w;
+    p += 2;
+    n -= 2;
+  }
+  if (n) {
+    const uint8_t last[2] = {p[0], 0};
+    uint16_t w;
+    std::memcpy(&w, last, 2);
+    acc += w;
+  }
+  while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
+  uint16_t folded = static_cast<uint16_t>(acc);
+  if constexpr (std::endian::native == std::endian::little) {
+    folded = static_cast<uint16_t>(folded << 8 | folded >> 8);
+  }
+  return sum + folded;
 }
 uint16_t Fold(uint32_t sum) {
   while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
