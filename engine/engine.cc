@@ -292,7 +292,7 @@ inline bool HasL2(const Program& prog, L2Dir dir) {
 // Layer 3 through the decision cache (see CachedDecision).
 ChainOutcome DecideL3(BindingState& b, ProgramState& ps, View view, L3Chain chain,
                       const PacketView& v, const ct::TrackResult& tr, const EvalContext& ctx,
-                      Trace* trace, uint32_t bytes) {
+                      Trace* trace, uint32_t bytes, uint64_t& hits) {
   const Program& prog = *ps.program;
   uint64_t* counters = ps.counters.data();
   const bool cacheable = trace == nullptr && tr.entry.valid() && !tr.tentative &&
@@ -302,6 +302,7 @@ ChainOutcome DecideL3(BindingState& b, ProgramState& ps, View view, L3Chain chai
   CachedDecision& c = b.cache[size_t{tr.entry.slot} * 2 + (tr.dir == ct::Dir::kReply ? 1 : 0)];
   const uint64_t key = DecisionKey(v, view, tr);
   if (c.ct_gen == tr.entry.generation && c.prog_gen == ps.generation && c.key == key) {
+    ++hits;
     ChainOutcome o;
     for (uint8_t k = 0; k < c.n; ++k) {
       const size_t i = static_cast<size_t>(c.matched[k]);
@@ -377,6 +378,7 @@ Decision Engine::State::Run(std::string_view portdev, View view, const PacketInp
 
   ParseOptions popt;
   popt.verify_checksums = options.verify_checksums && !packet.checksum_unverified;
+  if (packet.layer == Layer::kNetwork) popt.wire_len = packet.wire_len;
   PacketView v = packet.layer == Layer::kEthernet
                      ? ParseEthernet(packet.bytes, popt)
                      : ParseNetwork(packet.bytes, packet.ethertype, popt);
@@ -400,7 +402,7 @@ Decision Engine::State::Run(std::string_view portdev, View view, const PacketInp
     return d;
   }
 
-  const uint32_t bytes = static_cast<uint32_t>(packet.bytes.size());
+  const uint32_t bytes = std::max(static_cast<uint32_t>(packet.bytes.size()), packet.wire_len);
   EvalContext ctx;
   ctx.pkt = &v;
   const bool from_vm = view != View::kToVm;
@@ -451,7 +453,8 @@ Decision Engine::State::Run(std::string_view portdev, View view, const PacketInp
     const L3Chain chain = view == View::kFromVm ? L3Chain::kFI
                           : view == View::kToVm ? L3Chain::kFO
                                                 : L3Chain::kHI;
-    const ChainOutcome o = DecideL3(*b, *ps, view, chain, v, tr, ctx, trace, bytes);
+    const ChainOutcome o =
+        DecideL3(*b, *ps, view, chain, v, tr, ctx, trace, bytes, counters.decision_cache_hits);
     ctx.connlimit = nullptr;
     if (o.terminal) {
       d.verdict = L3Verdict(o.action);

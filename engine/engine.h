@@ -45,6 +45,11 @@ struct PacketInput {
   uint16_t ethertype = 0;                         // kNetwork: 0x0800 / 0x86dd
   std::optional<std::array<uint8_t, 6>> src_mac;  // kNetwork: from NFQA_HWADDR when present
   bool checksum_unverified = false;  // the kernel says the checksum is not ready (offload)
+  // Added by the data-plane developer: kNetwork: length of the packet on the wire when
+  // `bytes` is a truncated copy (NFQUEUE copy range, NFQA_CAP_LEN); 0 = `bytes` is whole.
+  // A truncated copy is parsed from its headers (ParseOptions::wire_len), not malformed;
+  // rule counters count wire bytes.
+  uint32_t wire_len = 0;
 };
 
 // Why a packet got its verdict, beyond the deciding rule.
@@ -90,6 +95,9 @@ struct EngineCounters {
   uint64_t packets = 0;
   uint64_t no_binding = 0;
   uint64_t orphan_fragments = 0;
+  // Added by the engine-performance developer: layer-3 decisions replayed from the
+  // per-connection decision cache (no rule evaluated; counters still updated).
+  uint64_t decision_cache_hits = 0;
   std::array<uint64_t, kMalformedCount> malformed{};  // by Malformed reason
 };
 
