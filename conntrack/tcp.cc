@@ -89,9 +89,17 @@ inline void ClearDirFlag(TcpConn& t, int dir, uint8_t f) {
 inline void SetDirFlags(TcpConn& t, int dir, uint8_t f) {
   t.td_flags = static_cast<uint8_t>((t.td_flags & ~(0xf << (dir * 4))) | (f << (dir * 4)));
 }
+// The high byte of `generation`: last_wscale (4 bits), SACK permitted per direction (bits 28,
+// 29) and the ignored SYN's SACK-permitted option (bit 30).
 inline uint8_t LastWscale(const Table::Entry& e) { return (e.generation >> 24) & 0xf; }
 inline void SetLastWscale(Table::Entry& e, uint8_t s) {
-  e.generation = (e.generation & 0x00ffffffu) | (static_cast<uint32_t>(s) << 24);
+  e.generation = (e.generation & ~0x0f000000u) | (static_cast<uint32_t>(s) << 24);
+}
+constexpr uint32_t kSackPermBit[2] = {1u << 28, 1u << 29};
+constexpr uint32_t kLastSackBit = 1u << 30;
+inline bool SackPerm(const Table::Entry& e, int dir) { return e.generation & kSackPermBit[dir]; }
+inline void SetSackPerm(Table::Entry& e, int dir, bool on) {
+  e.generation = on ? (e.generation | kSackPermBit[dir]) : (e.generation & ~kSackPermBit[dir]);
 }
 
 // seq + payload + SYN + FIN (kernel segment_seq_plus_len).
@@ -103,9 +111,11 @@ inline uint32_t SegmentEnd(const PacketFacts& p) {
 // Kernel tcp_options(): window scale (capped at 14) and flags. PacketFacts does not say
 // whether the segment had options at all; SYNs practically always carry MSS, so the
 // options are treated as present (the kernel skips the reset when there are none).
-void ParseOptions(TcpConn& t, int dir, const PacketFacts& p) {
+void ParseOptions(Table::Entry& e, int dir, const PacketFacts& p) {
+  TcpConn& t = e.tcp;
   SetScale(t, dir, 0);
   SetDirFlags(t, dir, 0);
+  SetSackPerm(e, dir, p.tcp_sack_perm);
   if (p.tcp_wscale != 0xff) {
     SetScale(t, dir, std::min<uint8_t>(p.tcp_wscale, 14));
     SetDirFlag(t, dir, kTdWindowScale);
@@ -113,10 +123,11 @@ void ParseOptions(TcpConn& t, int dir, const PacketFacts& p) {
 }
 
 // Kernel tcp_init_sender(): a SYN/ACK answering the SYN, or a SYN from the reply side.
-void InitSender(TcpConn& t, int dir, const PacketFacts& p, uint32_t end, uint32_t win) {
+void InitSender(Table::Entry& e, int dir, const PacketFacts& p, uint32_t end, uint32_t win) {
+  TcpConn& t = e.tcp;
   t.td_end[dir] = t.td_maxend[dir] = end;
   t.td_maxwin[dir] = win == 0 ? 1 : win;
-  ParseOptions(t, dir, p);
+  ParseOptions(e, dir, p);
   // RFC 1323: scaling applies only if both sides sent the option.
   if (dir == 1 && !((DirFlags(t, 1) & kTdWindowScale) && (DirFlags(t, 0) & kTdWindowScale))) {
     SetScale(t, 0, 0);
@@ -142,14 +153,18 @@ WindowResult InWindow(Table::Entry& e, const TrackContext& ctx, int index) {
   const bool has_ack = p.tcp_flags & kTcpAck;
   uint32_t seq = p.tcp_seq;
   uint32_t ack = p.tcp_ack;
-  uint32_t sack = ack;  // no SACK blocks in PacketFacts
+  uint32_t sack = ack;
+  // With SACK permitted by the receiver, the highest SACK edge counts as the ack.
+  if (SackPerm(e, r) && p.tcp_sack_present && After(p.tcp_sack_edge, sack)) {
+    sack = p.tcp_sack_edge;
+  }
   const uint16_t win_raw = p.tcp_window;
   uint32_t win = win_raw;
   uint32_t end = SegmentEnd(p);
 
   if (t.td_maxwin[s] == 0) {
     if (syn) {
-      InitSender(t, s, p, end, win);
+      InitSender(e, s, p, end, win);
       if (!has_ack) return WindowResult::kAccept;  // simultaneous open
     } else {
       // Mid-connection: its history is lost for us; use the packet's data.
@@ -168,7 +183,7 @@ WindowResult InWindow(Table::Entry& e, const TrackContext& ctx, int index) {
              (e.pstate == static_cast<uint8_t>(TcpState::kSynSent) ||
               e.pstate == static_cast<uint8_t>(TcpState::kSynRecv))) {
     // RFC 793: a reinitialised TCP uses higher sequence numbers: re-init this side.
-    InitSender(t, s, p, end, win);
+    InitSender(e, s, p, end, win);
     if (s == 1 && !has_ack) return WindowResult::kAccept;
   }
 
@@ -345,7 +360,7 @@ bool TcpNew(Table::Entry& e, const TrackContext& ctx) {
     t.td_end[0] = SegmentEnd(p);
     t.td_maxwin[0] = win == 0 ? 1 : win;
     t.td_maxend[0] = t.td_end[0];
-    ParseOptions(t, 0, p);
+    ParseOptions(e, 0, p);
   } else if (!ctx.options.tcp_loose) {
     return false;  // do not pick up connections mid-stream
   } else {
@@ -354,6 +369,8 @@ bool TcpNew(Table::Entry& e, const TrackContext& ctx) {
     t.td_maxend[0] = t.td_end[0] + t.td_maxwin[0];
     // The kernel assumes SACK and liberal window checking to cope with window scaling.
     e.flags |= kEfLiberal;
+    SetSackPerm(e, 0, true);
+    SetSackPerm(e, 1, true);
   }
   return true;
 }
@@ -389,9 +406,11 @@ Verdict TcpPacket(Table::Entry& e, const TrackContext& ctx) {
         SetScale(t, ld, LastWscale(e));
         e.flags &= ~kEfChallenge;
         SetDirFlags(t, ld, (e.flags & kEfLastWs) ? kTdWindowScale : 0);
+        SetSackPerm(e, ld, e.generation & kLastSackBit);
         t.td_end[dir] = t.td_maxend[dir] = t.td_maxwin[dir] = t.td_maxack[dir] = 0;
         SetScale(t, dir, 0);
         SetDirFlags(t, dir, 0);
+        SetSackPerm(e, dir, false);
         break;
       }
       SetLast(e, index, dir);
@@ -402,6 +421,8 @@ Verdict TcpPacket(Table::Entry& e, const TrackContext& ctx) {
         // with a SYN/ACK we resync above. In LAST_ACK, expect an RFC 5961 challenge ACK.
         e.flags &= ~(kEfLastWs | kEfChallenge);
         SetLastWscale(e, 0);
+        e.generation &= ~kLastSackBit;
+        if (p.tcp_sack_perm) e.generation |= kLastSackBit;
         if (p.tcp_wscale != 0xff) {
           e.flags |= kEfLastWs;
           SetLastWscale(e, std::min<uint8_t>(p.tcp_wscale, 14));

@@ -60,6 +60,10 @@ struct PacketFacts {
   uint16_t tcp_window = 0;    // raw, unscaled
   uint8_t tcp_wscale = 0xff;  // window-scale option on SYN, 0xff = absent
   bool tcp_sack_perm = false;
+  // SACK option (kind 5) present: the highest right edge of its blocks (host order). The
+  // kernel uses it instead of the ACK in its window checks when SACK was permitted.
+  bool tcp_sack_present = false;
+  uint32_t tcp_sack_edge = 0;
   uint32_t payload_len = 0;  // L4 payload bytes (TCP: data after the header)
   // SCTP: first chunk type and verification tag.
   uint8_t sctp_chunk = 0;

@@ -47,6 +47,13 @@ PacketFacts T(bool from_client, uint8_t flags, uint32_t seq, uint32_t ack, uint3
                      : Tcp(kS, 80, kC, sport, flags, seq, ack, 65160, len);
 }
 
+PacketFacts Sack(PacketFacts p, bool permitted, uint32_t edge) {
+  p.tcp_sack_perm = permitted;
+  p.tcp_sack_present = edge != 0;
+  p.tcp_sack_edge = edge;
+  return p;
+}
+
 PacketFacts six(PacketFacts p) {
   p.flow.family = 6;
   return p;
@@ -102,6 +109,13 @@ std::vector<Scenario> Scenarios() {
         {"ACK again", T(true, kAck, 7000, 8000, 0, 40005)},
         {"bare FIN new", T(true, kTcpFin, 100, 0, 0, 40006)},
         {"SYN/ACK new", T(false, kSynAck, 100, 200, 0, 40007)}}},
+      {"tcp with SACK",
+       {{"SYN sackOK", Sack(T(true, kSyn, 1000, 0, 0, 40008), true, 0)},
+        {"SYN/ACK sackOK", Sack(T(false, kSynAck, 5000, 1001, 0, 40008), true, 0)},
+        {"ACK", T(true, kAck, 1001, 5001, 0, 40008)},
+        {"data", T(false, kPshAck, 5001, 1001, 100, 40008)},
+        {"SACK of sent data", Sack(T(true, kAck, 1001, 5001, 0, 40008), false, 5101)},
+        {"SACK beyond sent data", Sack(T(true, kAck, 1001, 5001, 0, 40008), false, 900000)}}},
       {"udp unreplied, replied, stream",
        {{"query", udp_q},
         {"answer", udp_a},

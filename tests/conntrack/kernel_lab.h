@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -86,26 +87,30 @@ inline std::vector<uint8_t> L4Bytes(const PacketFacts& p) {
   const FlowFacts& f = p.flow;
   if (f.l4proto == 6) {
     const bool syn = p.tcp_flags & kTcpSyn;
-    size_t opt = syn ? (p.tcp_wscale != 0xff ? 8 : 4) : 0;  // MSS [+ NOP + wscale]
-    l4.assign(20 + opt + p.payload_len, 0);
+    std::vector<uint8_t> opt;
+    if (syn) {
+      opt = {2, 4, 0x05, 0xb4};  // MSS 1460
+      if (p.tcp_wscale != 0xff) opt.insert(opt.end(), {1, 3, 3, p.tcp_wscale});
+      if (p.tcp_sack_perm) opt.insert(opt.end(), {1, 1, 4, 2});
+    }
+    if (p.tcp_sack_present) {  // one block [edge - 1, edge)
+      const uint32_t l = p.tcp_sack_edge - 1, r = p.tcp_sack_edge;
+      opt.insert(
+          opt.end(),
+          {1, 1, 5, 10, static_cast<uint8_t>(l >> 24), static_cast<uint8_t>(l >> 16),
+           static_cast<uint8_t>(l >> 8), static_cast<uint8_t>(l), static_cast<uint8_t>(r >> 24),
+           static_cast<uint8_t>(r >> 16), static_cast<uint8_t>(r >> 8), static_cast<uint8_t>(r)});
+    }
+    const size_t olen = opt.size();
+    l4.assign(20 + olen + p.payload_len, 0);
     Put16(l4, 0, f.sport);
     Put16(l4, 2, f.dport);
     Put32(l4, 4, p.tcp_seq);
     Put32(l4, 8, p.tcp_ack);
-    l4[12] = static_cast<uint8_t>(((20 + opt) / 4) << 4);
+    l4[12] = static_cast<uint8_t>(((20 + olen) / 4) << 4);
     l4[13] = p.tcp_flags;
     Put16(l4, 14, p.tcp_window);
-    if (syn) {
-      l4[20] = 2;
-      l4[21] = 4;
-      Put16(l4, 22, 1460);
-      if (p.tcp_wscale != 0xff) {
-        l4[24] = 1;
-        l4[25] = 3;
-        l4[26] = 3;
-        l4[27] = p.tcp_wscale;
-      }
-    }
+    std::copy(opt.begin(), opt.end(), l4.begin() + 20);
   } else if (f.l4proto == 17) {
     l4.assign(8 + p.payload_len, 0);
     Put16(l4, 0, f.sport);

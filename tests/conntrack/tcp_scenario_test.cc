@@ -217,6 +217,40 @@ TEST_F(TcpScenario, BadChecksumIsInvalid) {
   EXPECT_EQ(nocheck.Track(p, timeouts_, clock_.Now()).state, State::kNew);
 }
 
+TEST_F(TcpScenario, SackEdgeCountsOnlyWhenPermitted) {
+  auto with_sack = [](PacketFacts p) {
+    p.tcp_sack_perm = true;
+    return p;
+  };
+  auto sacking = [](PacketFacts p, uint32_t edge) {
+    p.tcp_sack_present = true;
+    p.tcp_sack_edge = edge;
+    return p;
+  };
+  // SACK permitted both ways: a SACK edge beyond anything the server sent is INVALID
+  // (kernel: "ACK is over upper bound"), although the ACK number itself is fine.
+  Send(with_sack(Tcp(kClient, 40000, kServer, 80, kSyn, 1000, 0)));
+  Send(with_sack(Tcp(kServer, 80, kClient, 40000, kSynAck, 5000, 1001)));
+  C(kAck, 1001, 5001);
+  TrackResult r = Send(sacking(Tcp(kClient, 40000, kServer, 80, kAck, 1001, 5001), 9'000'000));
+  EXPECT_EQ(r.state, State::kInvalid);
+  r = Send(sacking(Tcp(kClient, 40000, kServer, 80, kAck, 1001, 5001), 5001));
+  EXPECT_EQ(r.state, State::kEstablished);
+
+  // Not permitted: the SACK option is not looked at.
+  Table plain(options_);
+  auto send = [&](const PacketFacts& p) {
+    TrackResult res = plain.Track(p, timeouts_, clock_.Now());
+    plain.Confirm(res, clock_.Now());
+    return res;
+  };
+  send(Tcp(kClient, 40000, kServer, 80, kSyn, 1000, 0));
+  send(Tcp(kServer, 80, kClient, 40000, kSynAck, 5000, 1001));
+  send(Tcp(kClient, 40000, kServer, 80, kAck, 1001, 5001));
+  r = send(sacking(Tcp(kClient, 40000, kServer, 80, kAck, 1001, 5001), 9'000'000));
+  EXPECT_EQ(r.state, State::kEstablished);
+}
+
 TEST_F(TcpScenario, Ipv6Handshake) {
   auto c6 = V6(2), s6 = V6(3);
   auto six = [](PacketFacts p) {
