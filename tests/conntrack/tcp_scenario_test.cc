@@ -140,10 +140,17 @@ TEST_F(TcpScenario, RetransmittedSynDoesNotRenewTheTimeout) {
 
 TEST_F(TcpScenario, RetransmissionsShortenTheTimeout) {
   Handshake();
-  // The same data segment four times without an ACK: retrans >= 3 -> 300 s timeout.
-  for (int i = 0; i < 4; ++i) C(kPshAck, 1001, 5001, 100);
-  S(kAck, 5001, 1001);  // acks nothing new
-  EXPECT_LE(Only()->expires_in, 300 * kSec);
+  EXPECT_EQ(Only()->expires_in, 432000 * kSec);
+  // The same ACK segment again and again: from the 3rd repetition (tcp_max_retrans) the
+  // connection gets the 300 s "retrans" timeout although nothing is unacknowledged.
+  C(kAck, 1001, 5001);  // repetition 1
+  C(kAck, 1001, 5001);  // 2
+  EXPECT_EQ(Only()->expires_in, 432000 * kSec);
+  C(kAck, 1001, 5001);  // 3
+  EXPECT_EQ(Only()->expires_in, 300 * kSec);
+  // Any other segment resets the count.
+  S(kAck, 5001, 1001);
+  EXPECT_EQ(Only()->expires_in, 432000 * kSec);
 }
 
 TEST_F(TcpScenario, OutOfWindowDataIsInvalid) {
