@@ -246,6 +246,12 @@ ct::TimeoutPolicy* Engine::binding_timeouts(std::string_view portdev) {
 
 EngineCounters Engine::counters() const { return state_->counters; }
 
+ct::Table* Engine::conntrack_table(std::string_view portdev) {
+  absl::MutexLock lock(&state_->mu);
+  auto it = state_->bindings.find(absl::string_view(portdev.data(), portdev.size()));
+  return it == state_->bindings.end() ? nullptr : &it->second->table;
+}
+
 std::vector<RuleCounter> Engine::rule_counters(std::string_view portdev) const {
   std::shared_ptr<ProgramState> ps;
   {

@@ -138,6 +138,13 @@ class Engine {
   EngineCounters counters() const;
   std::vector<RuleCounter> rule_counters(std::string_view portdev) const;
 
+  // Added by the nwfqd control-plane developer (conntrack list / stats / flush):
+  // the binding's connection table, or nullptr for an unknown portdev. The pointer stays
+  // valid until RemoveBinding(portdev) (SetBinding keeps the table). The table is not
+  // thread-safe: use it only where no Decide()/Explain() for this binding can run at the
+  // same time (nwfqd calls it with its packet workers paused).
+  ct::Table* conntrack_table(std::string_view portdev);
+
  private:
   struct State;
   std::unique_ptr<State> state_;
