@@ -170,13 +170,16 @@ void ParseTcpOptions(const uint8_t* p, size_t n, PacketView& v) {
 }
 
 // Transport header of an unfragmented packet or a first fragment. `p` = start of the
-// transport header, `n` = bytes up to the end of the IP packet.
-void ParseTransport(const uint8_t* p, size_t n, PacketView& v, const ParseOptions& options) {
+// transport header, `n` = bytes up to the end of the IP packet, `cap` = how many of them
+// were captured (< n for a truncated copy: headers are read from the captured part,
+// lengths come from `n`, checksums cannot be verified).
+void ParseTransport(const uint8_t* p, size_t n, size_t cap, PacketView& v,
+                    const ParseOptions& options) {
   const bool whole = !v.fragment;  // checksums only on complete datagrams
-  const bool verify = options.verify_checksums && whole;
+  const bool verify = options.verify_checksums && whole && cap == n;
   switch (v.l4proto) {
     case kProtoTcp: {
-      if (n < 20) {
+      if (cap < 20) {
         v.malformed = Malformed::kTruncatedL4;
         return;
       }
@@ -185,7 +188,7 @@ void ParseTransport(const uint8_t* p, size_t n, PacketView& v, const ParseOption
         v.malformed = Malformed::kBadL4Header;
         return;
       }
-      if (doff > n) {
+      if (doff > n || doff > cap) {
         v.malformed = Malformed::kTruncatedL4;
         return;
       }
@@ -206,7 +209,7 @@ void ParseTransport(const uint8_t* p, size_t n, PacketView& v, const ParseOption
     }
     case kProtoUdp:
     case kProtoUdplite: {
-      if (n < 8) {
+      if (cap < 8) {
         v.malformed = Malformed::kTruncatedL4;
         return;
       }
@@ -235,14 +238,14 @@ void ParseTransport(const uint8_t* p, size_t n, PacketView& v, const ParseOption
       break;
     }
     case kProtoSctp: {
-      if (n < 12) {
+      if (cap < 12) {
         v.malformed = Malformed::kTruncatedL4;
         return;
       }
       v.sport = Be16(p);
       v.dport = Be16(p + 2);
       v.sctp_vtag = Be32(p + 4);
-      if (n >= 13) v.sctp_chunk = p[12];
+      if (cap >= 13) v.sctp_chunk = p[12];
       v.payload_len = static_cast<uint32_t>(n - 12);
       if (verify) {
         v.checksum_checked = true;
@@ -254,7 +257,7 @@ void ParseTransport(const uint8_t* p, size_t n, PacketView& v, const ParseOption
     }
     case kProtoIcmp:
     case kProtoIcmpv6: {
-      if (n < 8) {
+      if (cap < 8) {
         v.malformed = Malformed::kTruncatedL4;
         return;
       }
@@ -264,7 +267,7 @@ void ParseTransport(const uint8_t* p, size_t n, PacketView& v, const ParseOption
       v.payload_len = static_cast<uint32_t>(n - 8);
       if (IsIcmpError(v.family, v.icmp_type)) {
         v.icmp_error = true;
-        ParseQuoted(p + 8, n - 8, v.family, v.inner);
+        ParseQuoted(p + 8, cap - 8, v.family, v.inner);
       }
       if (verify) {
         v.checksum_checked = true;
@@ -276,7 +279,7 @@ void ParseTransport(const uint8_t* p, size_t n, PacketView& v, const ParseOption
       break;
     }
     case kProtoEsp:
-      if (n < 8) {
+      if (cap < 8) {
         v.malformed = Malformed::kTruncatedL4;
         return;
       }
@@ -284,14 +287,14 @@ void ParseTransport(const uint8_t* p, size_t n, PacketView& v, const ParseOption
       v.payload_len = static_cast<uint32_t>(n - 8);
       break;
     case kProtoAh:
-      if (n < 12) {
+      if (cap < 12) {
         v.malformed = Malformed::kTruncatedL4;
         return;
       }
       v.spi = Be32(p + 4);
       break;
     case kProtoIgmp:
-      if (n < 8) {
+      if (cap < 8) {
         v.malformed = Malformed::kTruncatedL4;
         return;
       }
@@ -315,10 +318,14 @@ void ParseIpv4(const uint8_t* p, size_t n, PacketView& v, const ParseOptions& op
     v.malformed = Malformed::kBadIpv4Header;
     return;
   }
-  if (total > n || ihl > n) {
+  // A copy shorter than the IP length is malformed unless the caller says the packet on
+  // the wire is whole (NFQUEUE copy range): then only the captured headers are parsed.
+  if (ihl > n || (total > n && options.wire_len < total)) {
     v.malformed = Malformed::kTruncatedIpv4;
     return;
   }
+  v.truncated = total > n;
+  const size_t avail = v.truncated ? n : total;
   if (Fold(SumBytes(p, ihl)) != 0xffff) {
     v.malformed = Malformed::kBadIpv4Checksum;
     return;
@@ -354,7 +361,7 @@ void ParseIpv4(const uint8_t* p, size_t n, PacketView& v, const ParseOptions& op
     v.payload_len = static_cast<uint32_t>(total - ihl);
     return;  // no transport header in a non-first fragment
   }
-  ParseTransport(p + ihl, total - ihl, v, options);
+  ParseTransport(p + ihl, total - ihl, avail - ihl, v, options);
 }
 
 void ParseIpv6(const uint8_t* p, size_t n, PacketView& v, const ParseOptions& options) {
@@ -367,10 +374,12 @@ void ParseIpv6(const uint8_t* p, size_t n, PacketView& v, const ParseOptions& op
     return;
   }
   const size_t total = 40u + Be16(p + 4);
-  if (total > n) {
+  if (total > n && options.wire_len < total) {  // see ParseIpv4
     v.malformed = Malformed::kTruncatedIpv6;
     return;
   }
+  v.truncated = total > n;
+  const size_t avail = v.truncated ? n : total;
   v.family = 6;
   v.tos = static_cast<uint8_t>((p[0] & 0x0f) << 4 | p[1] >> 4);
   v.ip_len = static_cast<uint32_t>(total);
@@ -383,6 +392,11 @@ void ParseIpv6(const uint8_t* p, size_t n, PacketView& v, const ParseOptions& op
   for (int guard = 0;; ++guard) {
     if (guard > 16) {
       v.malformed = Malformed::kBadIpv6ExtHeader;
+      return;
+    }
+    if ((nh == 0 || nh == 43 || nh == 60 || nh == 51 || nh == 44) && off + 8 <= total &&
+        off + 8 > avail) {
+      v.malformed = Malformed::kTruncatedIpv6;  // extension headers beyond the copy
       return;
     }
     if (nh == 0 || nh == 43 || nh == 60 || nh == 51) {
@@ -421,7 +435,7 @@ void ParseIpv6(const uint8_t* p, size_t n, PacketView& v, const ParseOptions& op
     v.payload_len = static_cast<uint32_t>(total - off);
     return;
   }
-  ParseTransport(p + off, total - off, v, options);
+  ParseTransport(p + off, total - off, avail > off ? avail - off : 0, v, options);
 }
 
 void ParseArp(const uint8_t* p, size_t n, PacketView& v) {

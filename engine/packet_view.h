@@ -108,6 +108,10 @@ struct PacketView {
   uint16_t frag_offset = 0;  // in bytes
   uint32_t frag_id = 0;      // IPv4 id or IPv6 fragment id
   bool reassembled = false;  // built by the defragmenter
+  // The bytes given end before ip_len (a header-sized NFQUEUE copy of a whole packet,
+  // ParseOptions::wire_len): headers were parsed from the copy, lengths (payload_len) come
+  // from the IP header, transport checksums were not verified.
+  bool truncated = false;
 
   // ---- Transport (valid when has_l4).
   bool has_l4 = false;
@@ -140,6 +144,12 @@ static_assert(std::is_trivially_copyable_v<PacketView>);
 
 struct ParseOptions {
   bool verify_checksums = true;  // transport checksums (IPv4 header checksum always)
+  // Length of the packet on the wire, from the IP header on, when the bytes given are a
+  // truncated copy of it (NFQUEUE copy range: NFQA_CAP_LEN). 0 = the bytes are the whole
+  // packet, and an IP length beyond them is malformed (kTruncatedIpv4/6). With
+  // wire_len >= the IP length, a short copy parses (PacketView::truncated) as long as the
+  // headers are in it.
+  uint32_t wire_len = 0;
 };
 
 // Parses an Ethernet frame.
