@@ -15,7 +15,7 @@ constexpr size_t kMaxDepth = 48;
 // Rules that are wide in every dimension a split could use are copied into both halves;
 // the budget caps that replication (memory) on adversarial sets: past it, the remaining
 // nodes become (longer) leaves, which only costs lookup time, never correctness.
-constexpr size_t kCandidatesPerRule = 48;
+constexpr size_t kCandidatesPerRule = 64;
 
 inline uint64_t Be64(const uint8_t* p) {
   uint64_t v = 0;
@@ -131,6 +131,7 @@ class TreeBuilder {
         nodes_(nodes),
         cands_(cands),
         stats_(stats),
+        base_(cands.size()),
         budget_(kCandidatesPerRule * boxes_.size() + 4096) {}
 
   uint32_t Build(const Box& region, const std::vector<uint32_t>& rules, size_t depth) {
@@ -139,7 +140,7 @@ class TreeBuilder {
     stats_.max_depth = std::max(stats_.max_depth, depth);
     int dim = -1;
     uint64_t cut = 0;
-    if (rules.size() > kLeafSize && depth < kMaxDepth && cands_.size() < budget_) {
+    if (rules.size() > kLeafSize && depth < kMaxDepth && cands_.size() - base_ < budget_) {
       ChooseCut(region, rules, dim, cut);
     }
     if (dim < 0) {
@@ -220,6 +221,7 @@ class TreeBuilder {
   std::vector<Classifier::Node>& nodes_;
   std::vector<uint32_t>& cands_;
   Classifier::BuildStats& stats_;
+  size_t base_;  // candidates of earlier trees
   size_t budget_;
   std::vector<uint64_t> scratch_lo_, scratch_hi_, scratch_points_;
 };
@@ -249,17 +251,26 @@ Classifier Classifier::Build(const Program& prog, const ChainRange& range, int f
                              size_t min_rules) {
   Classifier c;
   if (range.count < min_rules || range.count == 0) return c;
-  std::vector<Box> boxes;
-  std::vector<uint32_t> instrs, all;
-  boxes.reserve(range.count);
+  // Group by wide source / wide destination (see kMaxTrees).
+  const Box full = FullBox(family);
+  std::array<std::vector<Box>, kMaxTrees> boxes;
+  std::array<std::vector<uint32_t>, kMaxTrees> instrs;
   for (uint32_t i = range.first; i < range.first + range.count; ++i) {
-    all.push_back(static_cast<uint32_t>(boxes.size()));
-    boxes.push_back(InstrBox(prog, prog.instrs[i], family));
-    instrs.push_back(i);
+    const Box b = InstrBox(prog, prog.instrs[i], family);
+    const bool wide_src = b.hi[0] - b.lo[0] >= full.hi[0] >> 16;
+    const bool wide_dst = b.hi[2] - b.lo[2] >= full.hi[2] >> 16;
+    const size_t g = (wide_src ? 1 : 0) | (wide_dst ? 2 : 0);
+    boxes[g].push_back(b);
+    instrs[g].push_back(i);
   }
-  const Box region = FullBox(family);
-  TreeBuilder b(std::move(boxes), std::move(instrs), c.nodes_, c.cands_, c.stats_);
-  b.Build(region, all, 0);
+  for (size_t g = 0; g < kMaxTrees; ++g) {
+    if (boxes[g].empty()) continue;
+    std::vector<uint32_t> all(boxes[g].size());
+    for (uint32_t k = 0; k < all.size(); ++k) all[k] = k;
+    TreeBuilder b(std::move(boxes[g]), std::move(instrs[g]), c.nodes_, c.cands_, c.stats_);
+    c.roots_.push_back(b.Build(full, all, 0));
+  }
+  c.stats_.trees = c.roots_.size();
   c.stats_.candidates = c.cands_.size();
   c.nodes_.shrink_to_fit();
   c.cands_.shrink_to_fit();

@@ -47,12 +47,17 @@ class Classifier {
     uint8_t dim = kLeaf;
   };
   static constexpr uint8_t kLeaf = 0xff;
+  // Rules are grouped by which address dimensions they leave wide (prefix <= 16 bits):
+  // one tree per group, so wide rules are not copied into every leaf of the narrow ones
+  // (the replication that blows HyperSplit up on firewall-like sets).
+  static constexpr size_t kMaxTrees = 4;
 
   struct BuildStats {
     size_t leaves = 0;
     size_t max_depth = 0;
     size_t max_leaf = 0;    // largest candidate list
     size_t candidates = 0;  // total candidate entries over all leaves
+    size_t trees = 0;
   };
 
   // Builds the tree over `range` of `prog` (instructions of family `family`). Chains
@@ -60,15 +65,32 @@ class Classifier {
   static Classifier Build(const Program& prog, const ChainRange& range, int family,
                           size_t min_rules = 16);
 
-  bool built() const { return !nodes_.empty(); }
-  // The candidate instruction indices (into Program::instrs, increasing) for `key`.
-  std::span<const uint32_t> Candidates(const ClassKey& key) const {
-    uint32_t n = 0;
-    while (nodes_[n].dim != kLeaf) {
-      const Node& nd = nodes_[n];
-      n = key[nd.dim] <= nd.threshold ? nd.a : nd.b;
+  bool built() const { return !roots_.empty(); }
+
+  // Calls fn(instr) for every candidate instruction (index into Program::instrs) for `key`,
+  // in increasing order, until fn returns true. Returns whether fn stopped the walk.
+  template <typename Fn>
+  bool ForEachCandidate(const ClassKey& key, Fn&& fn) const {
+    const size_t n = roots_.size();
+    if (n == 1) {
+      for (uint32_t i : Leaf(roots_[0], key)) {
+        if (fn(i)) return true;
+      }
+      return false;
     }
-    return {cands_.data() + nodes_[n].a, nodes_[n].b};
+    // Several trees (rule groups, see Build): merge their leaves in chain order.
+    std::array<std::span<const uint32_t>, kMaxTrees> s;
+    for (size_t t = 0; t < n; ++t) s[t] = Leaf(roots_[t], key);
+    for (;;) {
+      size_t best = kMaxTrees;
+      for (size_t t = 0; t < n; ++t) {
+        if (!s[t].empty() && (best == kMaxTrees || s[t].front() < s[best].front())) best = t;
+      }
+      if (best == kMaxTrees) return false;
+      const uint32_t i = s[best].front();
+      s[best] = s[best].subspan(1);
+      if (fn(i)) return true;
+    }
   }
 
   size_t MemoryBytes() const {
@@ -77,6 +99,15 @@ class Classifier {
   const BuildStats& stats() const { return stats_; }
 
  private:
+  std::span<const uint32_t> Leaf(uint32_t n, const ClassKey& key) const {
+    while (nodes_[n].dim != kLeaf) {
+      const Node& nd = nodes_[n];
+      n = key[nd.dim] <= nd.threshold ? nd.a : nd.b;
+    }
+    return {cands_.data() + nodes_[n].a, nodes_[n].b};
+  }
+
+  std::vector<uint32_t> roots_;
   std::vector<Node> nodes_;
   std::vector<uint32_t> cands_;
   BuildStats stats_;

@@ -260,9 +260,9 @@ ChainOutcome RunL3(const Program& prog, L3Chain chain, const EvalContext& ctx, T
   const int fam = ctx.pkt->family == 6 ? 1 : 0;
   const Classifier& cls = prog.classifiers[static_cast<int>(chain)][fam];
   if (trace == nullptr && cls.built()) {
-    for (uint32_t i : cls.Candidates(MakeClassKey(*ctx.pkt))) {
-      if (StepL3(prog, i, chain, ctx, nullptr, counters, bytes, log, out)) return out;
-    }
+    cls.ForEachCandidate(MakeClassKey(*ctx.pkt), [&](uint32_t i) {
+      return StepL3(prog, i, chain, ctx, nullptr, counters, bytes, log, out);
+    });
     return out;
   }
   const ChainRange range = prog.l3[static_cast<int>(chain)][fam];
