@@ -6,9 +6,14 @@
 #include <string>
 #include <vector>
 
+#include "engine/packet_view.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/engine/rule_helpers.h"
+#include "tests/testing/packet_builder.h"
 #include "tools/lab/subprocess.h"
+#include "tools/nwfqd/l2_offload.h"
+#include "tools/nwfqd/reject.h"
 
 namespace nwfq {
 namespace {
@@ -46,6 +51,164 @@ TEST(SteeringScript, FailOpenBypassesOnEveryRule) {
 
 TEST(SteeringScript, FailClosedNeverBypasses) {
   EXPECT_THAT(steer::IptablesRestoreScript({.portdevs = {"vnet0"}}), Not(HasSubstr("bypass")));
+}
+
+TEST(SteeringScript, QueueBalanceFansOutOverTheRange) {
+  steer::Options o;
+  o.portdevs = {"vnet0"};
+  o.queue_num = 4;
+  o.queue_count = 4;
+  const std::string s = steer::IptablesRestoreScript(o);
+  EXPECT_THAT(s, HasSubstr("--physdev-in vnet0 -j NFQUEUE --queue-balance 4:7\n"));
+  EXPECT_THAT(s, Not(HasSubstr("--queue-num")));
+}
+
+TEST(SteeringScript, RoutedTapsMatchInterfacesNotPhysdev) {
+  steer::Options o;
+  o.portdevs = {"vnet0", "tap1"};
+  o.routed = {"tap1"};
+  o.fail_open = true;
+  const std::string s = steer::IptablesRestoreScript(o);
+  EXPECT_THAT(s, HasSubstr("-A NWFQ-FWD -i tap1 -j NFQUEUE --queue-num 0 --queue-bypass\n"));
+  EXPECT_THAT(s, HasSubstr("-A NWFQ-FWD -o tap1 -j NFQUEUE --queue-num 0 --queue-bypass\n"));
+  EXPECT_THAT(s, HasSubstr("-A NWFQ-IN -i tap1 -j NFQUEUE --queue-num 0 --queue-bypass\n"));
+  EXPECT_THAT(s, Not(HasSubstr("physdev-in tap1")));
+  EXPECT_THAT(s, HasSubstr("--physdev-in vnet0"));
+}
+
+// REJECT's reply, byte by byte where it matters (nf_reject_ipv4/6, icmp_send).
+TEST(RejectBuild, Rows) {
+  using nwfq::testing::PacketBuilder;
+  using nwfqd::RejectReply;
+  using nwfqd::TcpReject;
+  const std::vector<uint8_t> syn =
+      PacketBuilder().Ipv4("198.18.0.3", "198.18.0.2").Tcp(40000, 80, 0x02, 1000).BuildNetwork();
+  const std::vector<uint8_t> ack = PacketBuilder()
+                                       .Ipv4("198.18.0.3", "198.18.0.2")
+                                       .Tcp(40000, 80, 0x18, 1000, 777)
+                                       .Payload(10)
+                                       .BuildNetwork();
+  const std::vector<uint8_t> udp6 =
+      PacketBuilder().Ipv6("2001:db8::3", "2001:db8::2").Udp(5000, 53).Payload(20).BuildNetwork();
+  const std::vector<uint8_t> big_udp =
+      PacketBuilder().Ipv4("198.18.0.2", "198.18.0.3").Udp(5000, 53).Payload(1400).BuildNetwork();
+  const std::vector<uint8_t> unreach =
+      PacketBuilder().Ipv4("198.18.0.1", "198.18.0.2").IcmpError(3, 3, syn).BuildNetwork();
+  const std::vector<uint8_t> rst =
+      PacketBuilder().Ipv4("198.18.0.3", "198.18.0.2").Tcp(40000, 80, 0x04).BuildNetwork();
+  const std::vector<uint8_t> bcast =
+      PacketBuilder().Ipv4("198.18.0.2", "255.255.255.255").Udp(68, 67).BuildNetwork();
+
+  // ICMP port unreachable for TCP (libvirt's plain -j REJECT), quoting the whole SYN.
+  RejectReply r = nwfqd::BuildReject(syn, 0, false, TcpReject::kIcmp);
+  ASSERT_EQ(r.kind, RejectReply::Kind::kIcmp);
+  EXPECT_EQ(r.family, 4);
+  EXPECT_EQ(r.bytes[0], 3);
+  EXPECT_EQ(r.bytes[1], 3);
+  EXPECT_EQ(r.bytes.size(), 8 + syn.size());
+  EXPECT_TRUE(std::equal(syn.begin(), syn.end(), r.bytes.begin() + 8));
+  EXPECT_EQ(r.dst[0], 198);
+  EXPECT_EQ(r.dst[3], 3);
+  EXPECT_FALSE(r.use_src);  // forwarded: the host's routing picks its own address
+  {
+    // The reply parses as an ICMP error quoting the SYN's flow, with a valid checksum.
+    const std::vector<uint8_t> whole =
+        PacketBuilder().Ipv4("198.18.0.1", "198.18.0.3").IcmpError(3, 3, syn).BuildNetwork();
+    EXPECT_TRUE(std::equal(whole.begin() + 20, whole.end(), r.bytes.begin()));
+  }
+  // To the host itself: from the address it was sent to.
+  r = nwfqd::BuildReject(syn, 0, true, TcpReject::kIcmp);
+  EXPECT_TRUE(r.use_src);
+  EXPECT_EQ(r.src[3], 2);
+
+  // RST for a SYN: RST|ACK acking seq + 1, from the original destination.
+  r = nwfqd::BuildReject(syn, 0, false, TcpReject::kRst);
+  ASSERT_EQ(r.kind, RejectReply::Kind::kRaw);
+  ASSERT_EQ(r.bytes.size(), 40u);
+  {
+    const engine::PacketView v = engine::ParseNetwork(r.bytes, engine::kEtherIpv4, {});
+    EXPECT_EQ(v.malformed, engine::Malformed::kNone);
+    EXPECT_FALSE(v.bad_checksum);
+    EXPECT_EQ(v.src_ip[3], 2);
+    EXPECT_EQ(v.dst_ip[3], 3);
+    EXPECT_EQ(v.sport, 80);
+    EXPECT_EQ(v.dport, 40000);
+    EXPECT_EQ(v.tcp_flags, ct::kTcpRst | ct::kTcpAck);
+    EXPECT_EQ(v.tcp_seq, 0u);
+    EXPECT_EQ(v.tcp_ack, 1001u);
+  }
+  // RST for a data segment with ACK: seq = their ack, RST only.
+  r = nwfqd::BuildReject(ack, 0, false, TcpReject::kRst);
+  {
+    const engine::PacketView v = engine::ParseNetwork(r.bytes, engine::kEtherIpv4, {});
+    EXPECT_FALSE(v.bad_checksum);
+    EXPECT_EQ(v.tcp_flags, ct::kTcpRst);
+    EXPECT_EQ(v.tcp_seq, 777u);
+  }
+  // ICMPv6 port unreachable (type 1 code 4).
+  r = nwfqd::BuildReject(udp6, 0, false, TcpReject::kRst);
+  ASSERT_EQ(r.kind, RejectReply::Kind::kIcmp);
+  EXPECT_EQ(r.family, 6);
+  EXPECT_EQ(r.bytes[0], 1);
+  EXPECT_EQ(r.bytes[1], 4);
+  EXPECT_EQ(r.bytes.size(), 8 + udp6.size());
+  // A 512-byte copy of a 1428-byte datagram: the quote is what was copied.
+  r = nwfqd::BuildReject(std::span<const uint8_t>(big_udp.data(), 512),
+                         static_cast<uint32_t>(big_udp.size()), false, TcpReject::kIcmp);
+  ASSERT_EQ(r.kind, RejectReply::Kind::kIcmp);
+  EXPECT_EQ(r.bytes.size(), 8u + 512u);
+  // Never in reply to an ICMP error, a RST, or a broadcast.
+  EXPECT_EQ(nwfqd::BuildReject(unreach, 0, false, TcpReject::kIcmp).kind, RejectReply::Kind::kNone);
+  EXPECT_EQ(nwfqd::BuildReject(rst, 0, false, TcpReject::kRst).kind, RejectReply::Kind::kNone);
+  EXPECT_EQ(nwfqd::BuildReject(bcast, 0, false, TcpReject::kIcmp).kind, RejectReply::Kind::kNone);
+}
+
+// The ebtables layout of a small binding: a root rule, a sub-chain with its guard, both
+// directions, falling off = ACCEPT; an untranslatable attribute blocks the binding.
+TEST(L2Offload, PlanLayout) {
+  using namespace engine::testutil;  // NOLINT
+  ConcreteRule mac_return = Rule(Action::kReturn, Direction::kOut, Protocol::kMac,
+                                 {MacAttr(Attr::kSrcMacAddr, "52:54:00:00:00:02")}, -800);
+  ConcreteRule mac_drop = Rule(Action::kDrop, Direction::kOut, Protocol::kMac, {}, -800);
+  ConcreteRule arp_accept = Rule(Action::kAccept, Direction::kInOut, Protocol::kArp,
+                                 {Ip(Attr::kArpSrcIpAddr, "198.18.0.2")});
+  InstantiatedBinding b = Bind({arp_accept});
+  b.l2_chains.push_back(L2Chain{"mac", ChainKind::kMac, -800, {}});
+  b.rules.push_back(mac_return);
+  b.rules.push_back(mac_drop);
+  b.l2_chains[1].entries = {{L2Entry::Kind::kRule, 1}, {L2Entry::Kind::kRule, 2}};
+  b.l2_chains[0].entries.insert(b.l2_chains[0].entries.begin(), {L2Entry::Kind::kJump, 1});
+  l2::Plan plan = l2::BuildPlan({b});
+  EXPECT_EQ(plan.offloaded, std::vector<std::string>{"vnet0"});
+  EXPECT_THAT(plan.not_offloaded, ::testing::IsEmpty());
+  EXPECT_EQ(plan.script,
+            "*nat\n"
+            ":NWFQ-I-vnet0 ACCEPT\n"
+            ":NWFQ-I-vnet0-mac ACCEPT\n"
+            ":NWFQ-O-vnet0 ACCEPT\n"
+            "-A NWFQ-I-vnet0 -j NWFQ-I-vnet0-mac\n"
+            "-A NWFQ-I-vnet0 -p ARP --arp-ip-dst 198.18.0.2 -j ACCEPT\n"
+            "-A NWFQ-I-vnet0 -j ACCEPT\n"
+            "-A NWFQ-I-vnet0-mac -s 52:54:00:00:00:02 -j RETURN\n"
+            "-A NWFQ-I-vnet0-mac -j DROP\n"
+            "-A NWFQ-I-vnet0-mac -j ACCEPT\n"
+            "-A NWFQ-O-vnet0 -p ARP --arp-ip-src 198.18.0.2 -j ACCEPT\n"
+            "-A NWFQ-O-vnet0 -j ACCEPT\n"
+            "-A PREROUTING -i vnet0 -j NWFQ-I-vnet0\n"
+            "-A POSTROUTING -o vnet0 -j NWFQ-O-vnet0\n"
+            "COMMIT\n");
+  // The engine's copy has no layer-2 rules left.
+  for (const L2Chain& c : l2::WithoutL2(b).l2_chains) EXPECT_TRUE(c.entries.empty());
+
+  InstantiatedBinding stp =
+      Bind({Rule(Action::kDrop, Direction::kOut, Protocol::kStp, {U(Attr::kRootPriority, 5)})});
+  stp.portdev = "vnet1";
+  plan = l2::BuildPlan({b, stp});
+  EXPECT_EQ(plan.offloaded, std::vector<std::string>{"vnet0"});
+  ASSERT_EQ(plan.not_offloaded.size(), 1u);
+  EXPECT_THAT(plan.not_offloaded[0], HasSubstr("vnet1: "));
+  EXPECT_THAT(plan.not_offloaded[0], HasSubstr("has no layer-2 offload translation"));
+  EXPECT_THAT(plan.script, Not(HasSubstr("vnet1")));
 }
 
 TEST(SteeringPortdev, Validation) {

@@ -1,5 +1,7 @@
 #include "tools/nwfqd/steering.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -101,12 +103,37 @@ absl::Status ValidatePortdev(const std::string& dev) {
   return absl::OkStatus();
 }
 
+bool IsBridgePort(const std::string& dev) {
+  if (!ValidatePortdev(dev).ok()) return false;
+  absl::StatusOr<sub::RunResult> r = sub::Run({"ip", "-d", "-o", "link", "show", "dev", dev},
+                                              {.stdin_data = "", .timeout = absl::Seconds(10)});
+  return r.ok() && r->ok() && absl::StrContains(r->out, "bridge_slave");
+}
+
+bool LooksBridged(const std::string& dev) {
+  if (!ValidatePortdev(dev).ok()) return true;
+  absl::StatusOr<sub::RunResult> r = sub::Run({"ip", "-d", "-o", "link", "show", "dev", dev},
+                                              {.stdin_data = "", .timeout = absl::Seconds(10)});
+  if (!r.ok() || !r->ok()) return true;  // not there (yet): libvirt's default, a bridge port
+  return absl::StrContains(r->out, "bridge_slave");
+}
+
 std::string IptablesRestoreScript(const Options& options) {
-  const std::string target = absl::StrCat("-j NFQUEUE --queue-num ", options.queue_num,
-                                          options.fail_open ? " --queue-bypass" : "");
+  const std::string queue = options.queue_count > 1
+                                ? absl::StrCat("--queue-balance ", options.queue_num, ":",
+                                               options.queue_num + options.queue_count - 1)
+                                : absl::StrCat("--queue-num ", options.queue_num);
+  const std::string target =
+      absl::StrCat("-j NFQUEUE ", queue, options.fail_open ? " --queue-bypass" : "");
   std::string s =
       absl::StrCat("*filter\n:", kForwardChain, " - [0:0]\n:", kInputChain, " - [0:0]\n");
   for (const std::string& dev : options.portdevs) {
+    if (std::find(options.routed.begin(), options.routed.end(), dev) != options.routed.end()) {
+      absl::StrAppend(&s, "-A ", kForwardChain, " -i ", dev, " ", target, "\n");
+      absl::StrAppend(&s, "-A ", kForwardChain, " -o ", dev, " ", target, "\n");
+      absl::StrAppend(&s, "-A ", kInputChain, " -i ", dev, " ", target, "\n");
+      continue;
+    }
     absl::StrAppend(&s, "-A ", kForwardChain, " -m physdev --physdev-in ", dev, " ", target, "\n");
     absl::StrAppend(&s, "-A ", kForwardChain, " -m physdev --physdev-out ", dev,
                     " --physdev-is-bridged ", target, "\n");
@@ -123,8 +150,16 @@ absl::Status Install(Backend backend, const Options& options) {
   for (const std::string& dev : options.portdevs) {
     if (absl::Status st = ValidatePortdev(dev); !st.ok()) return st;
   }
+  if (options.queue_count < 1 || options.queue_num + options.queue_count - 1 > 65535)
+    return absl::InvalidArgumentError("queue range out of [0, 65535]");
   if (absl::Status st = Remove(backend); !st.ok()) return st;
-  const std::string script = IptablesRestoreScript(options);
+  Options resolved = options;
+  if (options.detect_routed) {
+    for (const std::string& dev : options.portdevs) {
+      if (!LooksBridged(dev)) resolved.routed.push_back(dev);
+    }
+  }
+  const std::string script = IptablesRestoreScript(resolved);
   for (const char* tool : kIptables) {
     const std::string restore = absl::StrCat(tool, "-restore");
     absl::StatusOr<sub::RunResult> r = sub::Run(

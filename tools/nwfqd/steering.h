@@ -7,6 +7,10 @@
 //                                                                -j NFQUEUE       (to the VM)
 //   INPUT   -j NWFQ-IN    NWFQ-IN:  -m physdev --physdev-in TAP -j NFQUEUE       (VM -> host)
 //
+// A routed tap (not a bridge port) gets `-i TAP` / `-o TAP` rules in the same chains
+// instead (libvirt's routed/NAT networks); nwfqd's handler then reads the packet's
+// indev/outdev where a bridged packet has physindev/physoutdev.
+//
 // `--queue-bypass` is added only with fail-open (no nwfqd listening = accept). Each table
 // is written in one iptables-restore transaction (--noflush), so the switch is atomic.
 // Remove() deletes the jumps and the chains and is idempotent: it runs at start-up (stale
@@ -34,7 +38,23 @@ struct Options {
   std::vector<std::string> portdevs;  // tap devices, e.g. {"vnet0"}
   uint16_t queue_num = 0;
   bool fail_open = false;
+  // Queues queue_num .. queue_num + queue_count - 1: with more than one, the rules fan out
+  // with `--queue-balance` (the kernel's nfqueue hash_v4/hash_v6: a jhash of the two
+  // addresses, ordered, and the protocol; symmetric, so both directions of a flow reach
+  // the same queue, but every flow between one address pair shares it).
+  uint16_t queue_count = 1;
+  // Taps of `portdevs` that are not bridge ports (routed/NAT setups): matched with -i/-o
+  // instead of physdev (FORWARD -i TAP, FORWARD -o TAP, INPUT -i TAP). Install() adds the
+  // ones it finds itself (LooksBridged) when `detect_routed` is true.
+  std::vector<std::string> routed = {};
+  bool detect_routed = true;
 };
+
+// True when `dev` is a port of a bridge in the caller's namespace (`ip -d link`
+// reports bridge_slave); false for a plain (routed) tap and for a missing device.
+bool IsBridgePort(const std::string& dev);
+// False only for a device that exists and is not a bridge port.
+bool LooksBridged(const std::string& dev);
 
 // What the kernel offers: the nft `queue` expression (checked with a dry-run transaction
 // that is never committed) and the iptables NFQUEUE target. `detail` explains the choice.
