@@ -1,388 +1,448 @@
 #include "tools/nwfqd/daemon.h"
 
-#include <arpa/inet.h>
-#include <net/if.h>
-
-#include <cinttypes>
+#include <algorithm>
 #include <cstdio>
-#include <map>
-#include <string_view>
+#include <set>
 
-#include "absl/container/flat_hash_map.h"
-#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "conntrack/clock.h"
-#include "engine/engine.h"
-#include "engine/nfqueue/nfqueue.h"
-#include "engine/packet_view.h"
-#include "tools/nwfqd/control.h"
-#include "tools/nwfqd/policy.h"
-#include "tools/nwfqd/steering.h"
+#include "engine/compiler.h"
+#include "tools/nwfqd/l2_offload.h"
+#include "tools/nwfqd/metrics.h"
+#include "tools/nwfqd/reject.h"
+#include "tools/nwfqd/service.h"
 
 namespace nwfq::nwfqd {
 namespace {
 
-using engine::Decision;
-using engine::Reason;
-using engine::View;
-
-const char* ViewName(View v) {
-  switch (v) {
-    case View::kFromVm:
-      return "from-vm";
-    case View::kToVm:
-      return "to-vm";
-    case View::kVmToHost:
-      return "vm-to-host";
-  }
-  return "?";
+engine::EngineOptions EngineOptionsFor(const Config& c) {
+  engine::EngineOptions o;
+  o.conntrack_capacity = c.conntrack_size;
+  return o;
 }
 
-const char* VerdictName(engine::Verdict v) {
-  switch (v) {
-    case engine::Verdict::kAccept:
-      return "ACCEPT";
-    case engine::Verdict::kDrop:
-      return "DROP";
-    case engine::Verdict::kReject:
-      return "REJECT(drop)";
-  }
-  return "?";
-}
-
-const char* CtStateName(ct::State s) {
-  switch (s) {
-    case ct::State::kNew:
-      return "NEW";
-    case ct::State::kEstablished:
-      return "ESTABLISHED";
-    case ct::State::kRelated:
-      return "RELATED";
-    case ct::State::kInvalid:
-      return "INVALID";
-    case ct::State::kUntracked:
-      return "UNTRACKED";
-  }
-  return "?";
-}
-
-const char* ReasonName(Reason r) {
-  switch (r) {
-    case Reason::kRule:
-      return "rule";
-    case Reason::kFellOff:
-      return "fell-off";
-    case Reason::kNoBinding:
-      return "no-binding";
-    case Reason::kMalformed:
-      return "malformed";
-    case Reason::kFragment:
-      return "orphan-fragment";
-  }
-  return "?";
-}
-
-// Token bucket: at most `rate` lines per second, bursts of `rate`; the rest are counted.
-class RateLimiter {
- public:
-  explicit RateLimiter(int rate) : rate_(rate > 0 ? rate : 1), tokens_(rate_) {}
-  bool Allow(ct::Nanos now) {
-    const double refill = static_cast<double>(now - last_) / ct::kNanosPerSecond * rate_;
-    tokens_ = std::min<double>(rate_, tokens_ + refill);
-    last_ = now;
-    if (tokens_ >= 1) {
-      tokens_ -= 1;
-      return true;
-    }
-    ++suppressed_;
-    return false;
-  }
-  uint64_t TakeSuppressed() { return std::exchange(suppressed_, 0); }
-
- private:
-  int rate_;
-  double tokens_;
-  ct::Nanos last_ = 0;
-  uint64_t suppressed_ = 0;
-};
-
-std::string Addr(const std::array<uint8_t, 16>& a, int family) {
-  char buf[INET6_ADDRSTRLEN] = {};
-  inet_ntop(family == 4 ? AF_INET : AF_INET6, a.data(), buf, sizeof(buf));
-  return buf;
-}
-
-// "tcp 198.18.0.3:40000 > 198.18.0.2:22 [S]" from the engine's own parser (log path only).
-std::string Describe(const nfq::Packet& p) {
-  engine::PacketView v =
-      engine::ParseNetwork(p.payload, p.hw_protocol, {.verify_checksums = false});
-  if (v.malformed != engine::Malformed::kNone)
-    return absl::StrCat("malformed(", std::string(engine::MalformedName(v.malformed)), ")");
-  if (v.family == 0) return absl::StrFormat("ethertype 0x%04x", p.hw_protocol);
-  const std::string src = Addr(v.src_ip, v.family), dst = Addr(v.dst_ip, v.family);
-  switch (v.l4proto) {
-    case engine::kProtoTcp: {
-      std::string flags;
-      for (auto [bit, c] :
-           {std::pair{ct::kTcpSyn, 'S'}, std::pair{ct::kTcpFin, 'F'}, std::pair{ct::kTcpRst, 'R'},
-            std::pair{ct::kTcpPsh, 'P'}, std::pair{ct::kTcpAck, '.'}}) {
-        if (v.tcp_flags & bit) flags += c;
-      }
-      return absl::StrCat("tcp ", src, ":", v.sport, " > ", dst, ":", v.dport, " [", flags, "]");
-    }
-    case engine::kProtoUdp:
-      return absl::StrCat("udp ", src, ":", v.sport, " > ", dst, ":", v.dport);
-    case engine::kProtoIcmp:
-    case engine::kProtoIcmpv6:
-      return absl::StrCat(v.l4proto == engine::kProtoIcmp ? "icmp " : "icmpv6 ", src, " > ", dst,
-                          " type ", v.icmp_type, " code ", v.icmp_code);
-    default:
-      return absl::StrCat("proto ", v.l4proto, " ", src, " > ", dst);
+// Multi-line text to stderr, one "nwfqd: " line each (the journal keeps lines apart).
+void LogLines(absl::string_view prefix, absl::string_view text) {
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    std::fprintf(stderr, "nwfqd: %.*s%.*s\n", static_cast<int>(prefix.size()), prefix.data(),
+                 static_cast<int>(line.size()), line.data());
   }
 }
 
-struct Stats {
-  uint64_t decisions[3][3] = {};  // [view][verdict]
-  uint64_t by_reason[5] = {};
-  uint64_t not_ours = 0;  // queued but neither physdev is a bound tap
-};
+bool Contains(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
 
-class Worker {
- public:
-  Worker(const Config& config, std::vector<InstantiatedBinding> bindings, engine::Engine& engine)
-      : config_(config), engine_(engine), limiter_(config.log_rate) {
-    for (InstantiatedBinding& b : bindings) {
-      std::string name = b.portdev;
-      bindings_.emplace(std::move(name), std::move(b));
-    }
+void Announce(const InstantiatedBinding& b, const l2::Plan& l2_plan) {
+  for (const Warning& w : b.warnings) {
+    std::fprintf(stderr, "nwfqd: warning: %s:%d (%s): %s\n", w.origin.file.c_str(), w.origin.line,
+                 w.origin.filter.c_str(), w.message.c_str());
   }
-
-  nfq::Verdict Handle(const nfq::Packet& p) {
-    const ct::Nanos now = clock_.Now();
-    const std::string* in = Bound(p.physindev);
-    const std::string* out = p.hook == nfq::kHookForward ? Bound(p.physoutdev) : nullptr;
-    if (in == nullptr && out == nullptr) {
-      ++stats_.not_ours;  // steering matched a device we hold no binding for
-      return nfq::Verdict::kAccept;
+  // Never silently ignore a rule: the kernel here queues only IP packets (iptables), so
+  // layer-2 rules are either offloaded to ebtables (l2_offload.h) or listed as not
+  // enforced for non-IP frames (the engine still applies them to the IP packets it sees).
+  const std::vector<std::string> l2_rules = l2::DescribeL2Rules(b);
+  if (Contains(l2_plan.offloaded, b.portdev)) {
+    std::fprintf(stderr,
+                 "nwfqd: binding %s: layer 2 offloaded to the kernel's bridge filtering "
+                 "(%zu rule(s), ebtables nat chains NWFQ-I-%s / NWFQ-O-%s)\n",
+                 b.portdev.c_str(), l2_rules.size(), b.portdev.c_str(), b.portdev.c_str());
+  } else if (!l2_rules.empty()) {
+    for (const std::string& why : l2_plan.not_offloaded) {
+      if (absl::StartsWith(why, b.portdev + ": "))
+        std::fprintf(stderr, "nwfqd: warning: no layer-2 offload for %s\n", why.c_str());
     }
-    engine::PacketInput input;
-    input.bytes = p.payload;
-    input.layer = engine::Layer::kNetwork;
-    input.ethertype = p.hw_protocol;
-    input.src_mac = p.hwaddr;
-    // A truncated copy cannot be checksummed; an offloaded one is not ready yet.
-    input.checksum_unverified = p.checksum_not_ready() || p.wire_len > p.payload.size();
-    if (in != nullptr) {
-      const View view = p.hook == nfq::kHookForward ? View::kFromVm : View::kVmToHost;
-      if (Decide(p, *in, view, input, now) != engine::Verdict::kAccept) return nfq::Verdict::kDrop;
-    }
-    if (out != nullptr && Decide(p, *out, View::kToVm, input, now) != engine::Verdict::kAccept) {
-      return nfq::Verdict::kDrop;
-    }
-    return nfq::Verdict::kAccept;
+    std::fprintf(stderr,
+                 "nwfqd: warning: binding %s: %zu layer-2 rule(s) not enforced for non-IP "
+                 "frames (ARP, RARP, VLAN, STP, ...: this kernel cannot queue them); they "
+                 "apply to IP packets only:\n",
+                 b.portdev.c_str(), l2_rules.size());
+    for (const std::string& r : l2_rules) std::fprintf(stderr, "nwfqd:   %s\n", r.c_str());
   }
-
-  std::string StatsText() const {
-    std::string out = "decisions (accept/drop/reject):";
-    for (View v : {View::kFromVm, View::kToVm, View::kVmToHost}) {
-      const auto& d = stats_.decisions[static_cast<int>(v)];
-      absl::StrAppend(&out, " ", ViewName(v), " ", d[0], "/", d[1], "/", d[2]);
-    }
-    const auto& r = stats_.by_reason;
-    absl::StrAppend(&out, "\nreasons: rule ", r[0], ", fell-off ", r[1], ", no-binding ", r[2],
-                    ", malformed ", r[3], ", orphan fragment ", r[4], "; not ours ",
-                    stats_.not_ours, "\n");
-    return out;
-  }
-
- private:
-  // The bound portdev behind ifindex `ifindex`, or nullptr. Names are resolved once per
-  // ifindex (nwfqd runs in the host's namespace, where the indices are).
-  const std::string* Bound(uint32_t ifindex) {
-    if (ifindex == 0) return nullptr;
-    auto it = ifnames_.find(ifindex);
-    if (it == ifnames_.end()) {
-      char name[IF_NAMESIZE] = {};
-      const std::string* bound = nullptr;
-      if (if_indextoname(ifindex, name) != nullptr) {
-        auto b = bindings_.find(std::string_view(name));
-        if (b != bindings_.end()) bound = &b->first;  // std::map keys never move
-      }
-      it = ifnames_.emplace(ifindex, bound).first;
-    }
-    return it->second;
-  }
-
-  engine::Verdict Decide(const nfq::Packet& p, const std::string& portdev, View view,
-                         const engine::PacketInput& input, ct::Nanos now) {
-    const Decision d = engine_.Decide(portdev, view, input, now);
-    ++stats_.decisions[static_cast<int>(view)][static_cast<int>(d.verdict)];
-    ++stats_.by_reason[static_cast<int>(d.reason)];
-    if (config_.log_verdicts && limiter_.Allow(now)) Log(p, portdev, view, d);
-    return d.verdict;
-  }
-
-  void Log(const nfq::Packet& p, const std::string& portdev, View view, const Decision& d) {
-    std::string rule;
-    const InstantiatedBinding& b = bindings_.at(portdev);
-    if (d.rule >= 0 && static_cast<size_t>(d.rule) < b.rules.size()) {
-      const RuleOrigin& o = b.rules[d.rule].origin;
-      rule = absl::StrCat(" rule #", d.rule, " ", o.filter, " (", o.file, ":", o.line, ")");
-    } else {
-      rule = absl::StrCat(" ", ReasonName(d.reason));
-    }
-    const uint64_t suppressed = limiter_.TakeSuppressed();
-    std::string ct = "-";
-    if (d.ct_looked_at) {
-      ct = CtStateName(d.ct_state);
-      if (d.ct_state != ct::State::kUntracked)
-        ct += d.ct_dir == ct::Dir::kOriginal ? "/ORIGINAL" : "/REPLY";
-    }
-    std::string tail =
-        suppressed > 0 ? absl::StrCat(" (", suppressed, " lines suppressed before)") : "";
-    std::fprintf(stderr, "nwfqd: %-12s %s %-10s %s ct %s%s%s\n", VerdictName(d.verdict),
-                 portdev.c_str(), ViewName(view), Describe(p).c_str(), ct.c_str(), rule.c_str(),
-                 tail.c_str());
-  }
-
-  const Config& config_;
-  engine::Engine& engine_;
-  ct::MonotonicClock clock_;
-  std::map<std::string, InstantiatedBinding, std::less<>> bindings_;
-  // ifindex -> the bound portdev (a key of bindings_), or nullptr: not ours.
-  absl::flat_hash_map<uint32_t, const std::string*> ifnames_;
-  RateLimiter limiter_;
-  Stats stats_;
-};
+  std::fprintf(stderr, "nwfqd: binding %s: filter %s, %zu rules\n", b.portdev.c_str(),
+               b.top_filter.c_str(), b.rules.size());
+}
 
 }  // namespace
 
-absl::Status Run(const Config& config, const std::atomic<bool>& stop) {
-  absl::StatusOr<std::vector<InstantiatedBinding>> policy =
-      LoadPolicy(config.filters_dir, config.binding_files);
+Daemon::Daemon(Config config) : config_(std::move(config)), engine_(EngineOptionsFor(config_)) {}
+
+Daemon::~Daemon() { Shutdown(); }
+
+std::vector<std::string> Daemon::Portdevs() const {
+  std::vector<std::string> out;
+  for (const auto& [dev, b] : policy_->bindings) out.push_back(dev);
+  return out;
+}
+
+absl::Status Daemon::ApplySteering(const std::vector<std::string>& portdevs) {
+  if (backend_ == steer::Backend::kNone) return absl::OkStatus();
+  // Install() replaces nwfq's chains (remove, then one iptables-restore per family).
+  // TODO(data plane): an in-place update, so a reload that adds or removes a tap has no
+  // window without steering for the other taps.
+  absl::Status st = steer::Install(backend_, {portdevs, config_.queues.front(), config_.fail_open});
+  if (st.ok()) steering_installed_ = true;
+  return st;
+}
+
+absl::Status Daemon::Start() {
+  absl::StatusOr<std::shared_ptr<const Policy>> policy =
+      LoadPolicy(config_.filters_dir, config_.bindings_dir, config_.binding_files);
   if (!policy.ok()) return policy.status();
-  engine::Engine engine{engine::EngineOptions{}};
-  std::vector<std::string> portdevs;
-  for (const InstantiatedBinding& b : *policy) {
-    for (const Warning& w : b.warnings) {
-      std::fprintf(stderr, "nwfqd: warning: %s:%d (%s): %s\n", w.origin.file.c_str(), w.origin.line,
-                   w.origin.filter.c_str(), w.message.c_str());
-    }
-    if (absl::Status st = engine.SetBinding(b); !st.ok()) {
-      return absl::Status(st.code(), absl::StrCat("binding ", b.portdev, ": ", st.message()));
-    }
-    portdevs.push_back(b.portdev);
-    // Never silently ignore a rule: the kernel here queues only IP packets (iptables), so
-    // layer-2 rules see IP packets but never ARP/RARP/other frames (issue 6: offload).
-    size_t l2_rules = 0;
-    for (const L2Chain& chain : b.l2_chains) {
-      for (const L2Entry& e : chain.entries) l2_rules += e.kind == L2Entry::Kind::kRule;
-    }
-    if (l2_rules > 0) {
-      std::fprintf(stderr,
-                   "nwfqd: warning: binding %s: %zu layer-2 rule(s) apply to IP packets only; "
-                   "ARP, RARP and other non-IP frames are not steered to nwfqd and pass "
-                   "unfiltered\n",
-                   b.portdev.c_str(), l2_rules);
-    }
-    std::fprintf(stderr, "nwfqd: binding %s: filter %s, %zu rules\n", b.portdev.c_str(),
-                 b.top_filter.c_str(), b.rules.size());
+  for (const auto& [name, seconds] : config_.timeouts) {
+    if (absl::Status st = engine_.timeouts().Set(name, seconds); !st.ok()) return st;
+  }
+  l2::Plan l2_plan;
+  if (config_.l2_offload) {
+    std::vector<InstantiatedBinding> all;
+    for (const auto& [dev, b] : (*policy)->bindings) all.push_back(b);
+    l2_plan = l2::BuildPlan(all);
+  }
+  for (const auto& [dev, b] : (*policy)->bindings) {
+    Announce(b, l2_plan);
+    // Offloaded: the kernel applies the layer-2 rules to the real frame; the engine must
+    // not apply its approximation again (l2_offload.h).
+    absl::Status st = engine_.SetBinding(Contains(l2_plan.offloaded, dev) ? l2::WithoutL2(b) : b);
+    if (!st.ok()) return st;
+  }
+  l2_offloaded_ = l2_plan.offloaded;
+  {
+    std::lock_guard<std::mutex> lock(reload_mu_);
+    policy_ = *policy;
+  }
+
+  if (config_.queues.size() != 1) {
+    // The worker per queue and the table sharing across queues belong to the data plane
+    // (issue 6, worker.*); until it lands one queue is served.
+    return absl::UnimplementedError("more than one queue is not supported yet (use --queues N)");
   }
 
   // Steering backend first (cheap checks), then the queue, then the rules: packets are
   // steered only once someone listens.
   steer::Detection detection;
-  if (config.steer != "none") detection = steer::Detect();
-  absl::StatusOr<steer::Backend> backend = steer::Choose(config.steer, detection);
+  if (config_.steer != "none") detection = steer::Detect();
+  absl::StatusOr<steer::Backend> backend = steer::Choose(config_.steer, detection);
   if (!backend.ok()) return backend.status();
+  backend_ = *backend;
+  steer_detail_ = detection.detail.empty() ? "by the operator" : detection.detail;
 
-  nfq::QueueOptions qopt;
-  qopt.queue_num = config.queue;
-  qopt.fail_open = config.fail_open;
-  qopt.copy_range = config.copy_range;
-  qopt.batch = config.batch;
-  absl::StatusOr<std::unique_ptr<nfq::Queue>> queue = nfq::Queue::Open(qopt);
-  if (!queue.ok()) return queue.status();
-
-  if (*backend != steer::Backend::kNone) {
-    // Install() removes stale chains of a crashed run first.
-    if (absl::Status st = steer::Install(*backend, {portdevs, config.queue, config.fail_open});
-        !st.ok()) {
-      return st;
-    }
+  absl::StatusOr<std::unique_ptr<Rejecter>> rejecter =
+      Rejecter::Open(config_.reject_tcp_with == "rst" ? TcpReject::kRst : TcpReject::kIcmp);
+  if (rejecter.ok()) {
+    rejecter_ = *std::move(rejecter);
+  } else {
+    std::fprintf(stderr, "nwfqd: warning: reject rules will drop silently: %s\n",
+                 std::string(rejecter.status().message()).c_str());
   }
-  Worker worker(config, *std::move(policy), engine);
-  // Counters as text: at exit and for the control socket's `status`.
-  auto report = [&] {
-    const nfq::Counters& c = (*queue)->counters();
-    std::string out = absl::StrCat(
-        "queue ", config.queue, " (", config.fail_open ? "fail-open" : "fail-closed", ", steering ",
-        steer::BackendName(*backend), ", bindings ", absl::StrJoin(portdevs, ","), "): packets ",
-        c.packets, " (accepted ", c.accepted, ", dropped ", c.dropped, ") in ", c.batches,
-        " batches; truncated ", c.truncated, ", bad messages ", c.bad_messages, ", enobufs ",
-        c.enobufs, ", receive errors ", c.recv_errors, ", verdict send errors ", c.send_errors,
-        "\n");
-    absl::StatusOr<nfq::KernelQueueStats> ks = nfq::ReadKernelQueueStats(config.queue);
-    if (ks.ok()) {
-      absl::StrAppend(&out, "kernel: waiting ", ks->waiting, ", queue-full drops ",
-                      ks->queue_dropped, ", socket overrun drops ", ks->user_dropped, "\n");
-    }
-    return absl::StrCat(out, worker.StatsText());
-  };
-
-  std::unique_ptr<ControlServer> control;
-  if (!config.control_path.empty()) {
-    absl::StatusOr<std::unique_ptr<ControlServer>> c = ControlServer::Open(config.control_path);
-    if (!c.ok()) {
-      (void)steer::Remove(*backend);
-      return c.status();
-    }
-    control = *std::move(c);
+  HandlerOptions hopt{.log_verdicts = config_.log_verdicts,
+                      .log_rate = config_.log_rate,
+                      .rejecter = rejecter_.get()};
+  for (uint16_t q : config_.queues) {
+    nfq::QueueOptions qopt;
+    qopt.queue_num = q;
+    qopt.fail_open = config_.fail_open;
+    qopt.copy_range = config_.copy_range;
+    qopt.batch = config_.batch;
+    absl::StatusOr<std::unique_ptr<nfq::Queue>> queue = nfq::Queue::Open(qopt);
+    if (!queue.ok()) return queue.status();
+    auto w = std::make_unique<Worker>();
+    w->queue_num = q;
+    w->queue = *std::move(queue);
+    w->handler = std::make_unique<PacketHandler>(hopt, engine_, tracer_, policy_);
+    workers_.push_back(std::move(w));
   }
-  std::fprintf(stderr, "nwfqd: ready: queue %u, bindings %s, steering %s (%s), %s%s\n",
-               config.queue, absl::StrJoin(portdevs, ",").c_str(), steer::BackendName(*backend),
-               detection.detail.empty() ? "by the operator" : detection.detail.c_str(),
-               config.fail_open ? "fail-open" : "fail-closed",
-               control ? absl::StrCat(", control ", config.control_path).c_str() : "");
 
-  absl::Status loop_status;
-  absl::Time next_control = absl::Now();
-  while (!stop.load(std::memory_order_relaxed)) {
+  // Install() removes stale chains of a crashed run first.
+  if (absl::Status st = ApplySteering(Portdevs()); !st.ok()) return st;
+  // Layer-2 offload (also removes the ebtables chains of a crashed run).
+  if (absl::Status st = l2::Install(l2_plan); !st.ok()) return st;
+  l2_installed_ = true;
+
+  if (config_.has_control()) {
+    absl::StatusOr<std::unique_ptr<ControlServer>> c = ControlServer::Open(config_.control_path);
+    if (!c.ok()) return c.status();
+    control_ = *std::move(c);
+  }
+  if (!config_.metrics_addr.empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsServer>> m = MetricsServer::Open(config_.metrics_addr);
+    if (!m.ok()) return m.status();
+    metrics_ = *std::move(m);
+  }
+  if (config_.drop_capabilities) {
+    if (absl::Status st = DropCapabilities(); !st.ok()) return st;
+  }
+  for (auto& w : workers_) {
+    Worker* wp = w.get();
+    w->thread = std::thread([this, wp] { WorkerLoop(*wp); });
+  }
+  if (control_) {
+    control_->Start([this](const std::vector<std::string>& args, Reply& r) { Handle(args, r); },
+                    nullptr);
+  }
+  if (metrics_) metrics_->Start([this] { return MetricsText(); });
+  return absl::OkStatus();
+}
+
+void Daemon::WorkerLoop(Worker& w) {
+  GateMember member(gate_);
+  while (!workers_stop_.load(std::memory_order_relaxed)) {
+    gate_.Checkpoint();
     absl::StatusOr<int> n =
-        (*queue)->ProcessBatch(100, [&](const nfq::Packet& p) { return worker.Handle(p); });
+        w.queue->ProcessBatch(100, [&](const nfq::Packet& p) { return w.handler->Handle(p); });
     if (!n.ok()) {
-      loop_status = n.status();
-      break;
+      std::lock_guard<std::mutex> lock(failure_mu_);
+      failure_ = absl::Status(n.status().code(),
+                              absl::StrCat("queue ", w.queue_num, ": ", n.status().message()));
+      failed_.store(true);
+      return;
     }
-    if (control && absl::Now() >= next_control) {  // off the per-packet path: <= 10 polls/s
-      control->Poll([&](std::string_view request) -> std::string {
-        if (request == "status") return report();
-        return absl::StrCat("error: unknown request '", std::string(request),
-                            "' (known: status)\n");
-      });
-      next_control = absl::Now() + absl::Milliseconds(100);
+  }
+}
+
+absl::Status Daemon::Run(const std::atomic<bool>& stop, std::atomic<bool>& reload) {
+  if (absl::Status st = Start(); !st.ok()) {
+    Shutdown();
+    return st;
+  }
+  std::fprintf(stderr, "nwfqd: ready: queue%s %s, bindings %s, steering %s (%s), %s%s%s%s\n",
+               config_.queues.size() > 1 ? "s" : "", absl::StrJoin(config_.queues, ",").c_str(),
+               absl::StrJoin(Portdevs(), ",").c_str(), steer::BackendName(backend_),
+               steer_detail_.c_str(), config_.fail_open ? "fail-open" : "fail-closed",
+               control_ ? absl::StrCat(", control ", config_.control_path).c_str() : "",
+               metrics_ ? absl::StrCat(", metrics port ", metrics_->port()).c_str() : "",
+               config_.drop_capabilities ? ", capabilities: net_admin,net_raw" : "");
+  SdNotify(absl::StrCat("READY=1\nSTATUS=filtering ", Portdevs().size(), " binding(s)"));
+
+  while (!stop.load() && !failed_.load()) {
+    if (reload.exchange(false)) {
+      absl::StatusOr<std::string> r = Reload("SIGHUP");
+      (void)r;  // Reload() logs its outcome
     }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  SdNotify("STOPPING=1");
+  Shutdown();
+  std::lock_guard<std::mutex> lock(failure_mu_);
+  return failure_;
+}
+
+void Daemon::Shutdown() {
+  if (control_) control_->Stop();
+  if (metrics_) metrics_->Stop();
+  tracer_.End();
+  workers_stop_.store(true);
+  for (auto& w : workers_) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+  // Stop steering new packets, decide what is already queued, then unbind (Queue dtor).
+  if (steering_installed_) {
+    absl::Status removed = steer::Remove(backend_);
+    if (!removed.ok()) {
+      std::fprintf(stderr, "nwfqd: removing steering: %s\n", removed.ToString().c_str());
+      std::lock_guard<std::mutex> lock(failure_mu_);
+      if (failure_.ok()) failure_ = removed;
+    }
+    steering_installed_ = false;
+  }
+  if (l2_installed_) {
+    if (absl::Status st = l2::Remove(); !st.ok()) {
+      std::fprintf(stderr, "nwfqd: removing layer-2 offload: %s\n", st.ToString().c_str());
+      std::lock_guard<std::mutex> lock(failure_mu_);
+      if (failure_.ok()) failure_ = st;
+    }
+    l2_installed_ = false;
+  }
+  for (auto& w : workers_) {
+    for (int i = 0; i < 100; ++i) {
+      absl::StatusOr<int> n =
+          w->queue->ProcessBatch(0, [&](const nfq::Packet& p) { return w->handler->Handle(p); });
+      if (!n.ok() || *n == 0) break;
+    }
+  }
+  if (!workers_.empty()) LogLines("", StatusText());
+  workers_.clear();
+  control_.reset();
+  metrics_.reset();
+}
+
+absl::StatusOr<std::string> Daemon::Reload(absl::string_view why) {
+  std::lock_guard<std::mutex> lock(reload_mu_);
+  SdNotify("RELOADING=1");
+  auto fail = [&](const absl::Status& st) -> absl::Status {
+    reloads_failed_.fetch_add(1);
+    last_reload_ = absl::StrCat("failed (", why, "), old policy kept");
+    LogLines(absl::StrCat("reload (", why, ") refused, old policy kept: "), st.message());
+    SdNotify("READY=1");
+    return st;
+  };
+  // 1. Parse, instantiate, compile: all off the hot path, nothing changes yet.
+  absl::StatusOr<std::shared_ptr<const Policy>> loaded =
+      LoadPolicy(config_.filters_dir, config_.bindings_dir, config_.binding_files);
+  if (!loaded.ok()) return fail(loaded.status());
+  const Policy& next = **loaded;
+  std::vector<const InstantiatedBinding*> changed;
+  std::vector<std::string> added, removed, errors;
+  size_t unchanged = 0;
+  for (const auto& [dev, b] : next.bindings) {
+    auto old = policy_->fingerprints.find(dev);
+    if (old != policy_->fingerprints.end() && old->second == next.fingerprints.at(dev)) {
+      ++unchanged;  // same program: keep it, with its counters and connlimit state
+      continue;
+    }
+    if (old == policy_->fingerprints.end()) added.push_back(dev);
+    absl::StatusOr<std::shared_ptr<const engine::Program>> prog = engine::Compile(b);
+    if (!prog.ok()) {
+      errors.push_back(absl::StrCat("binding ", dev, ": ", prog.status().message()));
+      continue;
+    }
+    changed.push_back(&b);
+  }
+  for (const auto& [dev, b] : policy_->bindings) {
+    if (next.bindings.count(dev) == 0) removed.push_back(dev);
+  }
+  if (!errors.empty()) return fail(absl::InvalidArgumentError(absl::StrJoin(errors, "\n")));
+
+  l2::Plan l2_plan;
+  if (config_.l2_offload) {
+    std::vector<InstantiatedBinding> all;
+    for (const auto& [dev, b] : next.bindings) all.push_back(b);
+    l2_plan = l2::BuildPlan(all);
   }
 
-  // Shutdown: stop steering new packets, decide what is already queued, then unbind.
-  absl::Status removed = steer::Remove(*backend);
-  if (!removed.ok()) {
-    std::fprintf(stderr, "nwfqd: removing steering: %s\n", removed.ToString().c_str());
+  // 2. Swap. Programs first (the engine swaps each atomically; connection tables and
+  // per-binding timeouts stay), then the workers' snapshot with the workers paused.
+  for (const InstantiatedBinding* b : changed) {
+    Announce(*b, l2_plan);
+    if (absl::Status st = engine_.SetBinding(Contains(l2_plan.offloaded, b->portdev)
+                                                 ? l2::WithoutL2(*b)
+                                                 : *b);
+        !st.ok()) {
+      // Cannot happen after the Compile above; if it does, say so (a partial reload).
+      return fail(st);
+    }
   }
-  for (int i = 0; i < 100; ++i) {
-    absl::StatusOr<int> n =
-        (*queue)->ProcessBatch(0, [&](const nfq::Packet& p) { return worker.Handle(p); });
-    if (!n.ok() || *n == 0) break;
+  gate_.Run([&] {
+    for (auto& w : workers_) w->handler->SetPolicy(*loaded);
+  });
+  for (const std::string& dev : removed) engine_.RemoveBinding(dev);
+  const bool devices_changed = !added.empty() || !removed.empty();
+  policy_ = *loaded;
+  if (l2_installed_ && (!changed.empty() || devices_changed)) {
+    // Rebuilt as a whole (a short window without layer-2 rules: ebtables-restore cannot
+    // swap chains atomically in place).
+    if (absl::Status st = l2::Install(l2_plan); !st.ok()) {
+      LogLines("reload: layer-2 offload update failed: ", st.message());
+    }
+    l2_offloaded_ = l2_plan.offloaded;
   }
-  for (absl::string_view line : absl::StrSplit(report(), '\n', absl::SkipEmpty())) {
-    std::fprintf(stderr, "nwfqd: %.*s\n", static_cast<int>(line.size()), line.data());
+  if (devices_changed) {
+    if (absl::Status st = ApplySteering(Portdevs()); !st.ok()) {
+      LogLines("reload: steering update failed: ", st.message());
+    }
   }
-  if (!loop_status.ok()) return loop_status;
-  return removed;
+  reloads_ok_.fetch_add(1);
+  const std::string summary =
+      absl::StrCat("reloaded (", why, "): ", next.bindings.size(), " binding(s): ", added.size(),
+                   " added, ", changed.size() - added.size(), " changed, ", unchanged,
+                   " unchanged, ", removed.size(), " removed");
+  last_reload_ = summary;
+  LogLines("", summary);
+  SdNotify(absl::StrCat("READY=1\nSTATUS=filtering ", next.bindings.size(), " binding(s)"));
+  return summary;
+}
+
+Snapshot Daemon::TakeSnapshot() {
+  std::lock_guard<std::mutex> lock(reload_mu_);
+  Snapshot s;
+  s.policy = policy_;
+  gate_.Run([&] {
+    s.engine = engine_.counters();
+    for (auto& w : workers_) {
+      s.handler.Add(w->handler->stats());
+      Snapshot::Queue q;
+      q.num = w->queue_num;
+      q.counters = w->queue->counters();
+      s.queues.push_back(q);
+    }
+    for (const auto& [dev, b] : policy_->bindings) {
+      Snapshot::Binding sb;
+      sb.portdev = dev;
+      if (const ct::Table* t = engine_.conntrack_table(dev); t != nullptr) {
+        sb.entries = t->size();
+        sb.capacity = t->capacity();
+        sb.stats = t->stats();
+      }
+      sb.rules = engine_.rule_counters(dev);
+      s.bindings.push_back(std::move(sb));
+    }
+  });
+  for (Snapshot::Queue& q : s.queues) {  // a file read: outside the gate
+    absl::StatusOr<nfq::KernelQueueStats> ks = nfq::ReadKernelQueueStats(q.num);
+    q.kernel_ok = ks.ok();
+    if (ks.ok()) q.kernel = *ks;
+  }
+  return s;
+}
+
+std::string Daemon::StatusText() {
+  const Snapshot s = TakeSnapshot();
+  std::string out = absl::StrCat(
+      "nwfqd ", config_.fail_open ? "fail-open" : "fail-closed", ", steering ",
+      steer::BackendName(backend_), ", up ",
+      absl::FormatDuration(absl::Trunc(absl::Now() - started_, absl::Seconds(1))), ", reloads ",
+      reloads_ok_.load(), " ok / ", reloads_failed_.load(), " refused\n");
+  {
+    std::lock_guard<std::mutex> lock(reload_mu_);
+    if (!last_reload_.empty()) absl::StrAppend(&out, "last reload: ", last_reload_, "\n");
+    absl::StrAppend(&out, "layer 2 offloaded: ",
+                    l2_offloaded_.empty() ? "none" : absl::StrJoin(l2_offloaded_, ","), "\n");
+  }
+  for (const Snapshot::Queue& q : s.queues) {
+    const nfq::Counters& c = q.counters;
+    absl::StrAppend(&out, "queue ", q.num, ": packets ", c.packets, " (accepted ", c.accepted,
+                    ", dropped ", c.dropped, ") in ", c.batches, " batches; truncated ",
+                    c.truncated, ", bad messages ", c.bad_messages, ", enobufs ", c.enobufs,
+                    ", receive errors ", c.recv_errors, ", verdict send errors ", c.send_errors,
+                    "\n");
+    if (q.kernel_ok) {
+      absl::StrAppend(&out, "kernel queue ", q.num, ": waiting ", q.kernel.waiting,
+                      ", queue-full drops ", q.kernel.queue_dropped, ", socket overrun drops ",
+                      q.kernel.user_dropped, "\n");
+    }
+  }
+  if (rejecter_) {
+    const RejectCounters& r = rejecter_->counters();
+    absl::StrAppend(&out, "reject: rst ", r.rst.load(), ", icmp ", r.icmp.load(),
+                    ", not answered ", r.suppressed.load(), ", send errors ",
+                    r.send_errors.load(), " (tcp gets ",
+                    rejecter_->tcp() == TcpReject::kRst ? "rst" : "icmp", ")\n");
+  }
+  for (const Snapshot::Binding& b : s.bindings) {
+    auto inst = s.policy->bindings.find(b.portdev);
+    absl::StrAppend(&out, "binding ", b.portdev, ": filter ",
+                    inst != s.policy->bindings.end() ? inst->second.top_filter : "?", ", ",
+                    inst != s.policy->bindings.end() ? inst->second.rules.size() : 0,
+                    " rules, conntrack ", b.entries, "/", b.capacity, "\n");
+  }
+  absl::StrAppend(&out, "decisions (accept/drop/reject):");
+  for (engine::View v : {engine::View::kFromVm, engine::View::kToVm, engine::View::kVmToHost}) {
+    const auto& d = s.handler.decisions[static_cast<int>(v)];
+    absl::StrAppend(&out, " ", ViewName(v), " ", d[0], "/", d[1], "/", d[2]);
+  }
+  const auto& r = s.handler.by_reason;
+  absl::StrAppend(&out, "\nreasons: rule ", r[0], ", fell-off ", r[1], ", no-binding ", r[2],
+                  ", malformed ", r[3], ", orphan fragment ", r[4], "; not ours ",
+                  s.handler.not_ours, "\n");
+  return out;
+}
+
+absl::Status Run(const Config& config, const std::atomic<bool>& stop, std::atomic<bool>& reload) {
+  Daemon daemon(config);
+  return daemon.Run(stop, reload);
 }
 
 }  // namespace nwfq::nwfqd

@@ -1,81 +1,61 @@
 // nwfqd: enforces libvirt nwfilter policies on VM tap devices from userspace, through
-// NFQUEUE. See daemon.h for the loop and steering.h for the kernel rules it installs.
+// NFQUEUE. See daemon.h for the life cycle, config.h for the options.
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <cstdio>
 
+#include "tools/nwfqd/config.h"
 #include "tools/nwfqd/daemon.h"
 
 namespace {
 
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_reload{false};
 
 void OnStopSignal(int) { g_stop.store(true); }
+void OnHangup(int) { g_reload.store(true); }
+
+constexpr char kDescription[] =
+    "nwfqd: enforce libvirt nwfilter policies in userspace, through NFQUEUE.\n\n"
+    "Loads the filters (libvirt XML) and one <filterbinding> per VM tap device (what\n"
+    "`virsh nwfilter-binding-dumpxml vnetN` prints), steers each tap's IP traffic to an\n"
+    "NFQUEUE with iptables/ip6tables rules in its own chains (NWFQ-FWD, NWFQ-IN), and\n"
+    "returns a verdict per packet from its own connection tracking and the VM's rules in\n"
+    "libvirt's order. Run it as root in the network namespace that holds the taps.\n\n"
+    "Signals: SIGHUP reloads the filters and bindings (an invalid set is refused with\n"
+    "file:line and the old policy stays; established connections survive); SIGINT/SIGTERM\n"
+    "remove the steering rules, print counters and exit.\n\n"
+    "Control (root, through the --control socket): nwfqctl status | reload | counters |\n"
+    "conntrack list|stats|flush | timeout get|set | trace  (see nwfqctl --help, nwfqd(8)).\n\n"
+    "Example (the lab, see `nwfqctl lab up`):\n"
+    "  ip netns exec nwfq-host nwfqd --filters tools/lab/filters \\\n"
+    "      --binding tools/lab/vnet0-binding.xml --control /run/nwfq/lab.sock --log-verdicts\n"
+    "  ip netns exec nwfq-host nwfqctl --control /run/nwfq/lab.sock conntrack list\n";
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  nwfq::nwfqd::Config config;
-  CLI::App app{
-      "nwfqd: enforce libvirt nwfilter policies in userspace, through NFQUEUE.\n\n"
-      "Loads the filters (libvirt XML) and one <filterbinding> per VM tap device (what\n"
-      "`virsh nwfilter-binding-dumpxml` prints), steers each tap's IP traffic to an NFQUEUE\n"
-      "with iptables/ip6tables rules in its own chains (NWFQ-FWD, NWFQ-IN), and returns a\n"
-      "verdict per packet from its own connection tracking and the VM's rules in libvirt's\n"
-      "order. Run it as root in the network namespace that holds the taps and the bridge.\n"
-      "SIGINT/SIGTERM: remove the steering rules, print counters, exit.\n\n"
-      "Example (the lab, see `nwfqctl lab up`):\n"
-      "  ip netns exec nwfq-host nwfqd --filters tools/lab/filters \\\n"
-      "      --binding tools/lab/vnet0-binding.xml --log-verdicts\n"};
-  app.add_option("--filters", config.filters_dir,
-                 "directory of filter XML files (libvirt's format; every *.xml is loaded)")
-      ->capture_default_str()
-      ->check(CLI::ExistingDirectory);
-  app.add_option("--binding", config.binding_files,
-                 "a <filterbinding> XML file: which filter (and parameters such as IP) applies "
-                 "to which tap (portdev); repeat for more taps")
-      ->required()
-      ->check(CLI::ExistingFile);
-  app.add_option("--queue", config.queue, "NFQUEUE number to bind and steer to")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 65535));
-  app.add_option("--steer", config.steer,
-                 "who installs the kernel rules: auto (detect: nft queue, else iptables "
-                 "NFQUEUE), iptables, or none (you steer to --queue yourself)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "iptables", "none"}));
-  app.add_flag("--fail-open", config.fail_open,
-               "when nwfqd is not listening or its queue is full, let packets pass "
-               "(--queue-bypass, NFQA_CFG_F_FAIL_OPEN). Default: fail closed (they are "
-               "dropped), as a firewall should");
-  app.add_flag("--log-verdicts", config.log_verdicts,
-               "log one line per verdict to stderr (rate-limited, see --log-rate)");
-  app.add_option("--log-rate", config.log_rate, "verdict log lines per second at most")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 100000));
-  app.add_option("--copy-range", config.copy_range, "bytes of each packet copied from the kernel")
-      ->capture_default_str()
-      ->check(CLI::Range(64, 65535));
-  app.add_option("--batch", config.batch, "packets per receive batch and verdict write")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 4096));
-  app.add_option("--control", config.control_path,
-                 "Unix socket (mode 0600) answering `status` with the counters; e.g. "
-                 "/run/nwfq/nwfqd.sock. Try: echo status | socat - UNIX-CONNECT:PATH");
+  CLI::App app{kDescription};
+  nwfq::nwfqd::CommandLine command_line(app);
+  app.footer(nwfq::nwfqd::ConfigFileHelp());
   CLI11_PARSE(app, argc, argv);
+  absl::StatusOr<nwfq::nwfqd::Config> config = command_line.Finish();
+  if (!config.ok()) {
+    std::fprintf(stderr, "nwfqd: %s\n", std::string(config.status().message()).c_str());
+    return 2;
+  }
 
   struct sigaction sa = {};
-  sa.sa_handler = OnStopSignal;  // no SA_RESTART: poll() returns EINTR promptly
+  sa.sa_handler = OnStopSignal;  // no SA_RESTART: blocking calls return EINTR promptly
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
-  // SIGHUP will mean reload (issue 6); until then it must not kill nwfqd with its rules in
-  // place.
-  signal(SIGHUP, SIG_IGN);
+  sa.sa_handler = OnHangup;
+  sigaction(SIGHUP, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  absl::Status st = nwfq::nwfqd::Run(config, g_stop);
+  absl::Status st = nwfq::nwfqd::Run(*config, g_stop, g_reload);
   if (!st.ok()) {
     std::fprintf(stderr, "nwfqd: %s\n", std::string(st.message()).c_str());
     return st.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
