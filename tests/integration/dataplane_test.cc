@@ -257,6 +257,23 @@ TEST_F(DataplaneTest, StatematchFalseTcp12345PassesBothWays) {
   EXPECT_THAT(r.err, HasSubstr("timed out"));
 }
 
+// --queues 0-3: four workers, the rules fan out with --queue-balance (symmetric per address
+// pair), so both directions of each connection meet the same state.
+TEST_F(DataplaneTest, FourQueuesFanOutAndKeepConnectionsWhole) {
+  UseFilter("nwfq-stateless", kStatelessFilter);
+  StartNwfqd({"--queues", "0-3"});
+  EXPECT_THAT(KernelRules(), HasSubstr("-j NFQUEUE --queue-balance 0:3"));
+  Listen(lab::kVmNs, 12345);
+  for (int i = 0; i < 3; ++i) {  // bounded: three connections
+    sub::RunResult r = Connect(lab::kPeerNs, lab::kVmIp4, 12345);
+    EXPECT_THAT(r.out, HasSubstr("nwfq-ok")) << r.err;
+  }
+  sub::RunResult r = Connect(lab::kPeerNs, lab::kVmIp4, 80);
+  EXPECT_THAT(r.err, HasSubstr("timed out"));
+  const std::string log = StopNwfqd();
+  for (int q = 0; q < 4; ++q) EXPECT_THAT(log, HasSubstr(absl::StrCat("queue ", q, ": packets")));
+}
+
 TEST_F(DataplaneTest, RejectRefusesTcpWithRstAndUdpWithIcmpPortUnreachable) {
   UseFilter("nwfq-reject", kRejectFilter);
   StartNwfqd({"--reject-tcp-with", "rst"});

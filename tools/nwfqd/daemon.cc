@@ -84,7 +84,9 @@ absl::Status Daemon::ApplySteering(const std::vector<std::string>& portdevs) {
   // Install() replaces nwfq's chains (remove, then one iptables-restore per family).
   // TODO(data plane): an in-place update, so a reload that adds or removes a tap has no
   // window without steering for the other taps.
-  absl::Status st = steer::Install(backend_, {portdevs, config_.queues.front(), config_.fail_open});
+  steer::Options o{portdevs, config_.queues.front(), config_.fail_open};
+  o.queue_count = static_cast<uint16_t>(config_.queues.size());
+  absl::Status st = steer::Install(backend_, o);
   if (st.ok()) steering_installed_ = true;
   return st;
 }
@@ -115,10 +117,17 @@ absl::Status Daemon::Start() {
     policy_ = *policy;
   }
 
-  if (config_.queues.size() != 1) {
-    // The worker per queue and the table sharing across queues belong to the data plane
-    // (issue 6, worker.*); until it lands one queue is served.
-    return absl::UnimplementedError("more than one queue is not supported yet (use --queues N)");
+  // Several queues: one worker each, fanned out by the steering rules' --queue-balance,
+  // i.e. the kernel's nfqueue hash (jhash of the ordered address pair + protocol): both
+  // directions of a flow reach the same queue, but one binding's flows spread over all
+  // queues, and connlimit counts across flows. The engine keeps one conntrack table per
+  // binding and process-wide counters that assume one deciding thread, so the workers
+  // share it under one lock (decide_mu_): receive, parse-for-log, reject replies and
+  // verdict writes run in parallel, Decide is serialised. --queue-balance needs a range.
+  if (config_.queues.back() - config_.queues.front() + 1u != config_.queues.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--queues ", absl::StrJoin(config_.queues, ","),
+                     ": the steering fans out over a contiguous range (e.g. 0-3)"));
   }
 
   // Steering backend first (cheap checks), then the queue, then the rules: packets are
@@ -140,7 +149,8 @@ absl::Status Daemon::Start() {
   }
   HandlerOptions hopt{.log_verdicts = config_.log_verdicts,
                       .log_rate = config_.log_rate,
-                      .rejecter = rejecter_.get()};
+                      .rejecter = rejecter_.get(),
+                      .decide_mu = config_.queues.size() > 1 ? &decide_mu_ : nullptr};
   for (uint16_t q : config_.queues) {
     nfq::QueueOptions qopt;
     qopt.queue_num = q;
@@ -317,9 +327,8 @@ absl::StatusOr<std::string> Daemon::Reload(absl::string_view why) {
   // per-binding timeouts stay), then the workers' snapshot with the workers paused.
   for (const InstantiatedBinding* b : changed) {
     Announce(*b, l2_plan);
-    if (absl::Status st = engine_.SetBinding(Contains(l2_plan.offloaded, b->portdev)
-                                                 ? l2::WithoutL2(*b)
-                                                 : *b);
+    if (absl::Status st =
+            engine_.SetBinding(Contains(l2_plan.offloaded, b->portdev) ? l2::WithoutL2(*b) : *b);
         !st.ok()) {
       // Cannot happen after the Compile above; if it does, say so (a partial reload).
       return fail(st);
@@ -416,9 +425,8 @@ std::string Daemon::StatusText() {
   }
   if (rejecter_) {
     const RejectCounters& r = rejecter_->counters();
-    absl::StrAppend(&out, "reject: rst ", r.rst.load(), ", icmp ", r.icmp.load(),
-                    ", not answered ", r.suppressed.load(), ", send errors ",
-                    r.send_errors.load(), " (tcp gets ",
+    absl::StrAppend(&out, "reject: rst ", r.rst.load(), ", icmp ", r.icmp.load(), ", not answered ",
+                    r.suppressed.load(), ", send errors ", r.send_errors.load(), " (tcp gets ",
                     rejecter_->tcp() == TcpReject::kRst ? "rst" : "icmp", ")\n");
   }
   for (const Snapshot::Binding& b : s.bindings) {

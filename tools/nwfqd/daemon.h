@@ -125,6 +125,7 @@ class Daemon {
   bool steering_installed_ = false;
   // Data plane: reject replies (reject.h) and the layer-2 offload (l2_offload.h).
   std::unique_ptr<Rejecter> rejecter_;
+  std::mutex decide_mu_;  // serialises Engine::Decide across workers (see Start)
   bool l2_installed_ = false;
   std::vector<std::string> l2_offloaded_;  // portdevs whose layer 2 is in ebtables
   std::string steer_detail_;

@@ -203,9 +203,13 @@ engine::Verdict PacketHandler::Decide(const nfq::Packet& p, const std::string& p
   bool traced = false;
   std::string explanation;
   if (tracer_.active() && tracer_.Want(Parse(p), portdev, view)) {
+    std::unique_lock<std::mutex> lock;
+    if (options_.decide_mu != nullptr) lock = std::unique_lock<std::mutex>(*options_.decide_mu);
     d = engine_.Explain(portdev, view, input, now, &explanation);  // = Decide + the why
     traced = true;
   } else {
+    std::unique_lock<std::mutex> lock;
+    if (options_.decide_mu != nullptr) lock = std::unique_lock<std::mutex>(*options_.decide_mu);
     d = engine_.Decide(portdev, view, input, now);
   }
   ++stats_.decisions[static_cast<int>(view)][static_cast<int>(d.verdict)];

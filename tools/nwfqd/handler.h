@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
@@ -62,6 +63,9 @@ struct HandlerOptions {
   // Data plane: sends REJECT's reply for reject verdicts (reject.h; shared by the workers,
   // owned by the daemon). nullptr = reject is a plain drop.
   Rejecter* rejecter = nullptr;
+  // Held around every Engine::Decide/Explain when several workers share the engine
+  // (--queues with more than one queue); nullptr with one worker. See Daemon::Start.
+  std::mutex* decide_mu = nullptr;
 };
 
 class PacketHandler {
