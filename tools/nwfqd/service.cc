@@ -29,6 +29,11 @@ void SdNotify(absl::string_view state) {
 }
 
 absl::Status DropCapabilities() {
+  // Changing the bounding set needs CAP_SETPCAP; without it (systemd's
+  // CapabilityBoundingSet= already limited it) only the process's own sets are changed.
+  capng_get_caps_process();
+  const capng_select_t what =
+      capng_have_capability(CAPNG_EFFECTIVE, CAP_SETPCAP) ? CAPNG_SELECT_BOTH : CAPNG_SELECT_CAPS;
   capng_clear(CAPNG_SELECT_BOTH);
   if (capng_updatev(
           CAPNG_ADD,
@@ -36,7 +41,7 @@ absl::Status DropCapabilities() {
           CAP_NET_ADMIN, CAP_NET_RAW, -1) != 0) {
     return absl::InternalError("capng_updatev failed");
   }
-  if (const int rc = capng_apply(CAPNG_SELECT_BOTH); rc != 0) {
+  if (const int rc = capng_apply(what); rc != 0) {
     return absl::PermissionDeniedError(absl::StrCat("capng_apply failed (", rc, ")"));
   }
   return absl::OkStatus();
