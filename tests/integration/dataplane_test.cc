@@ -20,18 +20,24 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "parser/binding.h"
+#include "parser/filter_set.h"
+#include "parser/instantiate.h"
 #include "tools/lab/lab.h"
 #include "tools/lab/subprocess.h"
+#include "tools/nwfqd/l2_offload.h"
 
 namespace nwfq {
 namespace {
@@ -41,6 +47,7 @@ using ::testing::Not;
 using Argv = std::vector<std::string>;
 
 constexpr char kNwfqd[] = NWFQD_PATH;
+constexpr char kNs[] = "nwfq-dpl2";  // scratch namespace of L2OffloadFidelity
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
@@ -60,7 +67,7 @@ sub::RunResult MustRun(const Argv& argv, absl::Duration timeout = absl::Seconds(
   return r.ok() ? *r : sub::RunResult{};
 }
 
-std::string Binding(const std::string& filter, const std::string& params) {
+std::string BindingXml(const std::string& filter, const std::string& params) {
   return absl::StrCat(
       "<filterbinding>\n  <owner><name>nwfq-lab-vm</name>"
       "<uuid>6e776671-6c61-4200-8000-000000000002</uuid></owner>\n"
@@ -147,11 +154,11 @@ class DataplaneTest : public ::testing::Test {
                  const std::string& params = "<parameter name='IP' value='198.18.0.2'/>") {
     WriteFile(absl::StrCat(dir_, "/filters/", name, ".xml"), xml);
     filters_dir_ = dir_ + "/filters";
-    WriteFile(dir_ + "/binding.xml", Binding(name, params));
+    WriteFile(dir_ + "/binding.xml", BindingXml(name, params));
   }
   void UsePredefined(const std::string& filter, const std::string& params) {
     filters_dir_ = absl::StrCat(NWFQ_SHARED_DIR, "/nwfilter/predefined");
-    WriteFile(dir_ + "/binding.xml", Binding(filter, params));
+    WriteFile(dir_ + "/binding.xml", BindingXml(filter, params));
   }
 
   void StartNwfqd(Argv extra = {}) {
@@ -410,6 +417,74 @@ TEST_F(DataplaneTest, NoL2OffloadSaysWhichRulesAreNotEnforced) {
   r = MustRun(lab::InNs(lab::kPeerNs, {"ip", "neigh", "show", "198.18.0.9"}));
   EXPECT_THAT(r.out, HasSubstr("52:54:00:00:00:02"));
   EXPECT_THAT(ReadFile(log_path_), HasSubstr("DROP         vnet0 from-vm    icmp 198.18.0.9 >"));
+}
+
+// The offloaded rules are libvirt's own: the plan for the oracle's demo C binding
+// (clean-traffic + a chain='ipv4' sub-filter), loaded into a scratch namespace and saved
+// by ebtables, equals the ebtables rules real libvirt 9.0 created for it, chain by chain
+// (names mapped: NWFQ-I-vnet0 = libvirt-I-vnet0, NWFQ-I-vnet0-X = I-vnet0-X; nwfq's final
+// `-j ACCEPT` per chain is libvirt's fall-through, i.8).
+TEST(L2OffloadFidelity, CleanTrafficRulesEqualLibvirts) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (a scratch network namespace)";
+  const std::string ref = absl::StrCat(NWFQ_SHARED_DIR, "/oracle/reference-captures/demo/C");
+  const std::string predefined = absl::StrCat(NWFQ_SHARED_DIR, "/nwfilter/predefined");
+  if (!std::filesystem::exists(ref)) GTEST_SKIP() << "no oracle captures at " << ref;
+  absl::StatusOr<FilterSet> set = FilterSet::LoadDirectory(predefined);
+  ASSERT_TRUE(set.ok()) << set.status();
+  for (const char* f : {"oracle-chain-top.xml", "oracle-chain-web.xml"}) {
+    absl::Status st = set->AddFile(absl::StrCat(ref, "/filters/", f));
+    ASSERT_TRUE(st.ok()) << st;
+  }
+  absl::StatusOr<Binding> binding = ParseBindingFile(ref + "/binding.xml");
+  ASSERT_TRUE(binding.ok()) << binding.status();
+  absl::StatusOr<InstantiatedBinding> inst = Instantiate(*set, *binding);
+  ASSERT_TRUE(inst.ok()) << inst.status();
+  const l2::Plan plan = l2::BuildPlan({*inst});
+  ASSERT_EQ(plan.offloaded, std::vector<std::string>{"vnet0"});
+
+  struct NsGuard {
+    ~NsGuard() { (void)sub::Run({"ip", "netns", "del", kNs}); }
+  } guard;
+  (void)sub::Run({"ip", "netns", "del", kNs});
+  ASSERT_TRUE(MustRun({"ip", "netns", "add", kNs}).ok());
+  ASSERT_TRUE(lab::AssertNotCallerNamespace(kNs).ok());
+  absl::StatusOr<sub::RunResult> load =
+      sub::Run(lab::InNs(kNs, {"ebtables-restore", "--noflush"}),
+               {.stdin_data = plan.script, .timeout = absl::Seconds(20)});
+  ASSERT_TRUE(load.ok() && load->ok()) << (load.ok() ? load->err : "") << plan.script;
+  const sub::RunResult saved = MustRun(lab::InNs(kNs, {"ebtables-save", "-t", "nat"}));
+
+  // chain -> its rules, in order.
+  using Chains = std::map<std::string, std::vector<std::string>>;
+  auto parse = [](const std::string& text, bool ours) {
+    Chains chains;
+    for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+      std::string l(line);
+      if (ours) {
+        l = absl::StrReplaceAll(l, {{"NWFQ-I-vnet0-", "I-vnet0-"}, {"NWFQ-O-vnet0-", "O-vnet0-"}});
+        l = absl::StrReplaceAll(
+            l, {{"NWFQ-I-vnet0", "libvirt-I-vnet0"}, {"NWFQ-O-vnet0", "libvirt-O-vnet0"}});
+      }
+      if (!absl::StartsWith(l, "-A ")) continue;
+      std::vector<std::string> w = absl::StrSplit(l, absl::MaxSplits(' ', 2));
+      if (w.size() == 3) chains[w[1]].push_back(w[2]);
+    }
+    if (ours) {
+      for (auto& [name, rules] : chains) {
+        if (name == "PREROUTING" || name == "POSTROUTING") continue;
+        EXPECT_EQ(rules.empty() ? "" : rules.back(), "-j ACCEPT") << name;
+        if (!rules.empty()) rules.pop_back();
+      }
+    }
+    return chains;
+  };
+  const Chains ours = parse(saved.out, true);
+  const Chains libvirt = parse(ReadFile(ref + "/ebtables.rules"), false);
+  size_t n = 0;
+  for (const auto& [name, rules] : libvirt) n += rules.size();
+  ASSERT_EQ(libvirt.size(), 11u);  // 9 chains + PREROUTING/POSTROUTING
+  ASSERT_EQ(n, 29u);
+  EXPECT_EQ(ours, libvirt) << "ours:\n" << saved.out;
 }
 
 }  // namespace
