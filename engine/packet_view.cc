@@ -11,59 +11,89 @@ inline uint32_t Be32(const uint8_t* p) {
   return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];
 }
 
-// One's-complement sum over bytes, added to `sum` (not folded to 16 bits). The sum is
-// byte-order independent (RFC 1071 section 2(B)): 8 bytes at a time are added in native
-// order into 32-bit halves of a 64-bit accumulator, folded to 16 bits and swapped to
-// network order at the end. A non-zero sum never folds to zero, so the callers' Fold()
-// gives what a 16-bit big-endian loop would.
-uint32_t SumBytes(const uint8_t* p, size_t n, uint32_t sum = 0) {
-  uint64_t acc = 0;
-  for (; n >= 8; p += 8, n -= 8) {
-    uint64_t w;
-    std::memcpy(&w, p, 8);
-    acc += (w & 0xffffffffu) + (w >> 32);
-  }
-  if (n >= 4) {
-    uint32_t w;
-    std::memcpy(&w, p, 4);
-    acc += w;
-    p += 4;
-    n -= 4;
-  }
-  if (n >= 2) {
-    uint16_t w;
-    std::memcpy(&w, p, 2);
-    acc += w;
-    p += 2;
-    n -= 2;
-  }
-  if (n) {
-    const uint8_t last[2] = {p[0], 0};
-    uint16_t w;
-    std::memcpy(&w, last, 2);
-    acc += w;
-  }
-  while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
-  uint16_t folded = static_cast<uint16_t>(acc);
-  if constexpr (std::endian::native == std::endian::little) {
-    folded = static_cast<uint16_t>(folded << 8 | folded >> 8);
-  }
-  return sum + folded;
+// Internet checksum (RFC 1071), 8 bytes at a time. The one's-complement sum is
+// byte-order independent (section 2(B)) and may be accumulated in wider words with the
+// carries added back (2(C)): words are loaded in native order and summed in a 128-bit
+// accumulator (add + add-with-carry per word), whose high half is the count of carries.
+// Every 16-bit lane thus holds bytes as they lie in memory; callers add header fields in
+// the same representation (NetOrder16) and only compare the folded result with 0xffff,
+// which is the same in either byte order.
+using Acc128 = unsigned __int128;
+
+inline uint64_t Load64(const uint8_t* p) {
+  uint64_t w;
+  std::memcpy(&w, p, 8);
+  return w;
 }
-uint16_t Fold(uint32_t sum) {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<uint16_t>(sum);
+inline uint32_t Load32(const uint8_t* p) {
+  uint32_t w;
+  std::memcpy(&w, p, 4);
+  return w;
 }
 
-uint32_t PseudoHeaderSum(const PacketView& v, uint8_t proto, uint32_t len) {
-  uint32_t sum = 0;
-  const size_t alen = v.family == 4 ? 4 : 16;
-  sum = SumBytes(v.src_ip.data(), alen, sum);
-  sum = SumBytes(v.dst_ip.data(), alen, sum);
-  sum += proto;
-  sum += len >> 16;
-  sum += len & 0xffff;
-  return sum;
+// A host-order 16-bit value as the native load of its network-order bytes would give it.
+inline uint64_t NetOrder16(uint32_t x) {
+  const uint16_t h = static_cast<uint16_t>(x);
+  if constexpr (std::endian::native == std::endian::little) {
+    return static_cast<uint16_t>(h << 8 | h >> 8);
+  }
+  return h;
+}
+
+// 64-bit one's-complement addition (end-around carry).
+inline uint64_t AddEac(uint64_t a, uint64_t b) {
+  a += b;
+  return a + (a < b);
+}
+
+// Adds `n` bytes at `p` (`p` starts a 16-bit word of the checksummed data) to `acc`.
+inline uint64_t SumBytes(const uint8_t* p, size_t n, uint64_t acc = 0) {
+  Acc128 s0 = acc, s1 = 0;  // two chains: the adds of one 32-byte step overlap
+  for (; n >= 32; p += 32, n -= 32) {
+    s0 += Load64(p);
+    s1 += Load64(p + 8);
+    s0 += Load64(p + 16);
+    s1 += Load64(p + 24);
+  }
+  for (; n >= 8; p += 8, n -= 8) s0 += Load64(p);
+  // The tail, in whole 16-bit lanes (the lanes' positions in the word do not matter to
+  // the sum, only which two bytes share a lane); an odd last byte pairs with a zero byte.
+  if (n & 4) {
+    s1 += Load32(p);
+    p += 4;
+  }
+  if (n & 2) {
+    uint16_t w;
+    std::memcpy(&w, p, 2);
+    s1 += w;
+    p += 2;
+  }
+  if (n & 1) {
+    s1 += std::endian::native == std::endian::little ? uint64_t{p[0]} : uint64_t{p[0]} << 8;
+  }
+  const uint64_t a = AddEac(static_cast<uint64_t>(s0), static_cast<uint64_t>(s0 >> 64));
+  const uint64_t b = AddEac(static_cast<uint64_t>(s1), static_cast<uint64_t>(s1 >> 64));
+  return AddEac(a, b);
+}
+
+// True when the data summed into `acc` (checksum field included) verifies: the folded
+// 16-bit sum is 0xffff.
+inline bool ChecksumOk(uint64_t acc) {
+  uint64_t s = (acc & 0xffffffffu) + (acc >> 32);  // <= 33 bits
+  s = (s & 0xffff) + (s >> 16);                    // <= 18 bits
+  s = (s & 0xffff) + (s >> 16);                    // <= 17 bits
+  s = (s & 0xffff) + (s >> 16);
+  return s == 0xffff;
+}
+
+// The IPv4/IPv6 pseudo header of a transport checksum over `len` bytes.
+inline uint64_t PseudoHeaderSum(const PacketView& v, uint8_t proto, uint32_t len) {
+  uint64_t acc = NetOrder16(proto) + NetOrder16(len >> 16) + NetOrder16(len & 0xffff);
+  if (v.family == 4) return acc + Load32(v.src_ip.data()) + Load32(v.dst_ip.data());
+  acc = AddEac(acc, Load64(v.src_ip.data()));
+  acc = AddEac(acc, Load64(v.src_ip.data() + 8));
+  acc = AddEac(acc, Load64(v.dst_ip.data()));
+  return AddEac(acc, Load64(v.dst_ip.data() + 8));
 }
 
 // CRC32c (Castagnoli), as SCTP uses, bitwise: SCTP is rare enough not to need a table.
@@ -165,6 +195,16 @@ void ParseTcpOptions(const uint8_t* p, size_t n, PacketView& v) {
     if (len < 2 || i + len > n) break;
     if (kind == 3 && len == 3) v.tcp_wscale = p[i + 2];
     if (kind == 4 && len == 2) v.tcp_sack_perm = true;
+    if (kind == 5 && len >= 10 && (len - 2) % 8 == 0) {
+      // As the kernel's tcp_sack(): the right edges, kept when after the ACK (or after
+      // the highest so far), in sequence-space order.
+      if (!v.tcp_sack_present) v.tcp_sack_edge = v.tcp_ack;
+      v.tcp_sack_present = true;
+      for (size_t b = i + 2; b + 8 <= i + len; b += 8) {
+        const uint32_t right = Be32(p + b + 4);
+        if (static_cast<int32_t>(right - v.tcp_sack_edge) > 0) v.tcp_sack_edge = right;
+      }
+    }
     i += len;
   }
 }
@@ -203,7 +243,7 @@ void ParseTransport(const uint8_t* p, size_t n, size_t cap, PacketView& v,
       if (verify) {
         v.checksum_checked = true;
         v.bad_checksum =
-            Fold(SumBytes(p, n, PseudoHeaderSum(v, kProtoTcp, static_cast<uint32_t>(n)))) != 0xffff;
+            !ChecksumOk(SumBytes(p, n, PseudoHeaderSum(v, kProtoTcp, static_cast<uint32_t>(n))));
       }
       break;
     }
@@ -229,11 +269,10 @@ void ParseTransport(const uint8_t* p, size_t n, size_t cap, PacketView& v,
           cover = len < 8 || len > n ? n : len;  // UDPLite: checksum coverage
         }
         v.checksum_checked = true;
-        v.bad_checksum =
-            Fold(SumBytes(p, cover,
-                          PseudoHeaderSum(
-                              v, v.l4proto,
-                              static_cast<uint32_t>(v.l4proto == kProtoUdp ? len : n)))) != 0xffff;
+        v.bad_checksum = !ChecksumOk(
+            SumBytes(p, cover,
+                     PseudoHeaderSum(v, v.l4proto,
+                                     static_cast<uint32_t>(v.l4proto == kProtoUdp ? len : n))));
       }
       break;
     }
@@ -271,10 +310,10 @@ void ParseTransport(const uint8_t* p, size_t n, size_t cap, PacketView& v,
       }
       if (verify) {
         v.checksum_checked = true;
-        const uint32_t seed = v.l4proto == kProtoIcmpv6
+        const uint64_t seed = v.l4proto == kProtoIcmpv6
                                   ? PseudoHeaderSum(v, kProtoIcmpv6, static_cast<uint32_t>(n))
                                   : 0;
-        v.bad_checksum = Fold(SumBytes(p, n, seed)) != 0xffff;
+        v.bad_checksum = !ChecksumOk(SumBytes(p, n, seed));
       }
       break;
     }
@@ -326,7 +365,9 @@ void ParseIpv4(const uint8_t* p, size_t n, PacketView& v, const ParseOptions& op
   }
   v.truncated = total > n;
   const size_t avail = v.truncated ? n : total;
-  if (Fold(SumBytes(p, ihl)) != 0xffff) {
+  const uint64_t header_sum =
+      ihl == 20 ? AddEac(AddEac(Load64(p), Load64(p + 8)), Load32(p + 16)) : SumBytes(p, ihl);
+  if (!ChecksumOk(header_sum)) {
     v.malformed = Malformed::kBadIpv4Checksum;
     return;
   }
@@ -627,11 +668,13 @@ ct::PacketFacts ToPacketFacts(const PacketView& v) {
   f.tcp_window = v.tcp_window;
   f.tcp_wscale = v.tcp_wscale;
   f.tcp_sack_perm = v.tcp_sack_perm;
+  f.tcp_sack_present = v.tcp_sack_present;
+  f.tcp_sack_edge = v.tcp_sack_edge;
   f.payload_len = v.payload_len;
   f.sctp_chunk = v.sctp_chunk;
   f.sctp_vtag = v.sctp_vtag;
   f.icmp_error = v.icmp_error;
-  f.inner = v.inner;
+  if (v.icmp_error) f.inner = v.inner;  // default (zero) otherwise, as in the view
   f.bad_checksum = v.bad_checksum;
   f.fragment = v.fragment && v.frag_offset != 0;
   return f;
