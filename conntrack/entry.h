@@ -45,11 +45,17 @@ struct TcpConn {
 };
 static_assert(sizeof(TcpConn) == 44);
 
+// The table's entry: 32 bytes, two per cache line, holding everything a lookup compares
+// and what UDP/ICMP/SCTP/GRE/generic connections need. What only some connections need
+// lives in records allocated on demand from two pools (see Table::Pool): the TCP window
+// state (TcpConn, 48-byte record) and the 32 bytes of IPv6 addresses. An IPv4 UDP
+// connection thus costs one 32-byte entry + 2-byte tag; TCP adds 48 bytes, IPv6 32.
 struct Table::Entry {
-  // ---- Key: the original direction's tuple. Addresses in network order (IPv4 in [0,4),
-  // rest zero). ICMP/ICMPv6: sport = echo id, dport = type << 8 | code of the request.
-  std::array<uint8_t, 16> src;
-  std::array<uint8_t, 16> dst;
+  // ---- Key: the original direction's tuple. IPv4: addresses in network order. IPv6
+  // (kEfIpv6): `src` is the index of the address record (original src then dst), `dst` 0.
+  // ICMP/ICMPv6: sport = echo id, dport = type << 8 | code of the request.
+  uint32_t src;
+  uint32_t dst;
   uint16_t sport;
   uint16_t dport;
   uint8_t l4proto;
@@ -59,17 +65,14 @@ struct Table::Entry {
   uint32_t generation;    // low 24 bits: generation (EntryRef); high 8 bits: TCP last_wscale
   uint32_t deadline_ms;   // absolute, ms since the table epoch, serial arithmetic
   uint32_t last_seen_ms;  // time of the last packet, same scale
-  union {
-    TcpConn tcp;
-    struct {
-      uint32_t stream_ts_ms;  // UDP: the 2-second stream rule's point in time
-    } udp;
-    struct {
-      uint32_t vtag[2];
-    } sctp;
-  };
+  // UDP/UDPLite: the 2-second stream rule's point in time (ms). TCP: index of the TcpConn
+  // record. Unused otherwise.
+  uint32_t aux;
 };
-static_assert(sizeof(Table::Entry) == 96, "entry size is part of the memory budget");
+static_assert(sizeof(Table::Entry) == 32, "entry size is part of the memory budget");
+
+// A TCP connection's window-tracking record (pool-allocated, 48 bytes).
+static_assert(sizeof(TcpConn) <= 48);
 
 enum EntryFlag : uint8_t {
   kEfUsed = 0x01,
@@ -93,6 +96,7 @@ enum class Verdict : uint8_t {
 
 struct TrackContext {
   const PacketFacts& p;
+  TcpConn* tcp;  // TCP: the connection's window-tracking record; null otherwise
   const TimeoutPolicy& timeouts;
   const TableOptions& options;
   uint32_t now_ms;

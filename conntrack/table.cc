@@ -25,10 +25,30 @@ namespace nwfq::ct {
 
 const size_t Table::kEntryBytes = sizeof(Table::Entry);
 const size_t Table::kSlotBytes = sizeof(Table::Entry) + sizeof(uint16_t);
+const size_t Table::kTcpRecordBytes = 48;
+const size_t Table::kV6RecordBytes = 32;
 
 namespace {
 
 constexpr uint32_t kBucketSlots = 8;
+constexpr size_t kTcpRecord = 48;  // sizeof(TcpConn) rounded up to 16 bytes
+constexpr size_t kV6Record = 32;
+static_assert(sizeof(TcpConn) <= kTcpRecord);
+
+// Reserves `bytes` of anonymous memory (zero-filled, resident only once touched).
+void* MapOrDie(size_t bytes, int extra_flags) {
+  void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | extra_flags,
+                 -1, 0);
+  if (m == MAP_FAILED) {
+    // Out of address space at start-up: nothing sensible to do without a table.
+    std::perror("nwfq conntrack: mmap of the connection table");
+    std::abort();
+  }
+  madvise(m, bytes, MADV_HUGEPAGE);  // best effort: random access over many MB
+  return m;
+}
+
+size_t PageRound(size_t n) { return (n + 4095) & ~size_t{4095}; }
 constexpr uint8_t kProtoIcmp = 1;
 constexpr uint8_t kProtoTcp = 6;
 constexpr uint8_t kProtoUdp = 17;
@@ -225,26 +245,46 @@ KeyResult MakeKey(const FlowFacts& f, Key& k) {
   return KeyResult::kOk;
 }
 
-// Does the entry hold this key, and in which direction does the packet travel?
-inline int MatchDir(const Table::Entry& e, const Key& k) {
+inline uint32_t Load32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// Does the entry hold this key, and in which direction does the packet travel? `v6` is the
+// entry's IPv6 address record (original src then dst), null for IPv4 entries.
+inline int MatchDir(const Table::Entry& e, const uint8_t* v6, const Key& k) {
   if (e.l4proto != k.proto || ((e.flags & kEfIpv6) != 0) != k.v6) return -1;
-  if (e.sport == k.sport && e.dport == k.dport && SameAddr(e.src, k.src) &&
-      SameAddr(e.dst, k.dst)) {
+  bool fwd, rev;
+  if (v6 == nullptr) {
+    const uint32_t ks = Load32(k.src.data()), kd = Load32(k.dst.data());
+    fwd = e.src == ks && e.dst == kd;
+    rev = e.src == kd && e.dst == ks;
+  } else {
+    std::array<uint8_t, 16> es, ed;
+    std::memcpy(es.data(), v6, 16);
+    std::memcpy(ed.data(), v6 + 16, 16);
+    fwd = SameAddr(es, k.src) && SameAddr(ed, k.dst);
+    rev = SameAddr(es, k.dst) && SameAddr(ed, k.src);
+  }
+  if (fwd && e.sport == k.sport && e.dport == k.dport) {
     // ICMP replies come with their key already in the original orientation.
     return k.fixed_dir == 1 ? 1 : 0;
   }
-  if (k.fixed_dir == -1 && e.sport == k.dport && e.dport == k.sport && SameAddr(e.src, k.dst) &&
-      SameAddr(e.dst, k.src)) {
-    return 1;
-  }
+  if (rev && k.fixed_dir == -1 && e.sport == k.dport && e.dport == k.sport) return 1;
   return -1;
 }
 
 // The lookup key an entry was stored under (original orientation).
-Key KeyOf(const Table::Entry& e) {
+Key KeyOf(const Table::Entry& e, const uint8_t* v6) {
   Key k;
-  k.src = e.src;
-  k.dst = e.dst;
+  if (v6 == nullptr) {
+    std::memcpy(k.src.data(), &e.src, 4);
+    std::memcpy(k.dst.data(), &e.dst, 4);
+  } else {
+    std::memcpy(k.src.data(), v6, 16);
+    std::memcpy(k.dst.data(), v6 + 16, 16);
+  }
   k.sport = e.sport;
   k.dport = e.dport;
   k.proto = e.l4proto;
@@ -346,12 +386,12 @@ int SctpChunkRow(uint8_t chunk) {
 
 // Generic-style trackers: UDP/UDPLite, ICMP, GRE, generic. Return false for INVALID.
 Verdict UdpPacket(Table::Entry& e, const TrackContext& ctx) {
-  if (ctx.is_new) e.udp.stream_ts_ms = ctx.now_ms + 2000;  // the 2-second stream rule
+  if (ctx.is_new) e.aux = ctx.now_ms + 2000;  // the 2-second stream rule
   if (e.flags & kEfSeenReply) {
     uint32_t timeout = TimeoutMs(ctx.timeouts, TimeoutClass::kUdpUnreplied);
     bool stream = false;
     // Still active more than 2 s after the first packet: a stream. Extend and assure.
-    if (static_cast<int32_t>(ctx.now_ms - e.udp.stream_ts_ms) > 0) {
+    if (static_cast<int32_t>(ctx.now_ms - e.aux) > 0) {
       timeout = TimeoutMs(ctx.timeouts, TimeoutClass::kUdpStream);
       stream = true;
     }
@@ -371,7 +411,6 @@ Verdict SctpPacket(Table::Entry& e, const TrackContext& ctx) {
     int row = SctpChunkRow(chunk);
     if (row < 0) return Verdict::kInvalid;  // e.g. DATA: cannot start an association
     e.pstate = static_cast<uint8_t>(SctpState::kNone);
-    e.sctp.vtag[0] = e.sctp.vtag[1] = 0;
   }
   const uint8_t old_state = e.pstate;
   int row = SctpChunkRow(chunk);
@@ -419,9 +458,36 @@ class TableInternals {
     return static_cast<uint32_t>(static_cast<uint64_t>(now - t.epoch_) / 1'000'000);
   }
 
+  static uint32_t PoolAlloc(Table::Pool& p) {
+    if (p.free_head != UINT32_MAX) {
+      const uint32_t i = p.free_head;
+      std::memcpy(&p.free_head, p.base + size_t{i} * p.record_bytes, 4);
+      return i;
+    }
+    return p.high_water++;  // at most one record per slot: never beyond the reservation
+  }
+  static void PoolFree(Table::Pool& p, uint32_t i) {
+    std::memcpy(p.base + size_t{i} * p.record_bytes, &p.free_head, 4);
+    p.free_head = i;
+  }
+  static const uint8_t* V6(const Table& t, const Table::Entry& e) {
+    if (!(e.flags & kEfIpv6)) return nullptr;
+    return reinterpret_cast<const uint8_t*>(t.v6_pool_.base) + size_t{e.src} * kV6Record;
+  }
+  static TcpConn* Tcp(const Table& t, const Table::Entry& e) {
+    if (e.l4proto != kProtoTcp) return nullptr;
+    return reinterpret_cast<TcpConn*>(t.tcp_pool_.base + size_t{e.aux} * kTcpRecord);
+  }
+
+  // Frees a slot and the pool records of its entry.
   static void FreeSlot(Table& t, uint32_t slot) {
+    Table::Entry& e = t.entries_[slot];
+    if (e.flags & kEfUsed) {
+      if (e.flags & kEfIpv6) PoolFree(t.v6_pool_, e.src);
+      if (e.l4proto == kProtoTcp) PoolFree(t.tcp_pool_, e.aux);
+    }
     t.tags_[slot] = 0;
-    t.entries_[slot].flags = 0;
+    e.flags = 0;
   }
 
   // Removes a confirmed entry.
@@ -453,7 +519,7 @@ class TableInternals {
       for (uint32_t m = MatchTags(&t.tags_[base], tag); m != 0; m &= m - 1) {
         const uint32_t i = static_cast<uint32_t>(__builtin_ctz(m)) / 2;
         Table::Entry& e = t.entries_[base + i];
-        int d = MatchDir(e, k);
+        int d = MatchDir(e, V6(t, e), k);
         if (d < 0) continue;
         if (Expired(e, now_ms)) {
           Remove(t, base + i);
@@ -476,7 +542,7 @@ class TableInternals {
       const uint32_t base = b[bi] * kBucketSlots;
       for (uint32_t m = MatchTags(&t.tags_[base], tag); m != 0; m &= m - 1) {
         const uint32_t i = static_cast<uint32_t>(__builtin_ctz(m)) / 2;
-        int d = MatchDir(t.entries_[base + i], k);
+        int d = MatchDir(t.entries_[base + i], V6(t, t.entries_[base + i]), k);
         if (d < 0) continue;
         dir = d;
         return base + i;
@@ -488,7 +554,7 @@ class TableInternals {
   // The other bucket of the entry in slot `s`.
   static uint32_t AltBucket(const Table& t, uint32_t s) {
     uint32_t e1, e2;
-    Buckets(t, HashKey(KeyOf(t.entries_[s])), e1, e2);
+    Buckets(t, HashKey(KeyOf(t.entries_[s], V6(t, t.entries_[s]))), e1, e2);
     return e1 == s / kBucketSlots ? e2 : e1;
   }
   static uint32_t FreeSlotIn(const Table& t, uint32_t bucket) {
@@ -597,8 +663,9 @@ class TableInternals {
     f = FlowFacts{};
     f.family = (e.flags & kEfIpv6) ? 6 : 4;
     f.l4proto = e.l4proto;
-    f.src = e.src;
-    f.dst = e.dst;
+    const Key k = KeyOf(e, V6(t, e));
+    f.src = k.src;
+    f.dst = k.dst;
     if (e.l4proto == kProtoIcmp || e.l4proto == kProtoIcmpv6) {
       f.icmp_id = e.sport;
       f.icmp_type = static_cast<uint8_t>(e.dport >> 8);
@@ -744,7 +811,7 @@ TrackResult TableInternals::Track(Table& t, const PacketFacts& p, const TimeoutP
     TrackResult r;
     r.dir = dir == 0 ? Dir::kOriginal : Dir::kReply;
     r.state = (dir == 1 || (e.flags & kEfSeenReply)) ? State::kEstablished : State::kNew;
-    TrackContext ctx{p, timeouts, t.options_, now_ms, dir, false};
+    TrackContext ctx{p, Tcp(t, e), timeouts, t.options_, now_ms, dir, false};
     Verdict v = RunTracker(e, ctx);
     switch (v) {
       case Verdict::kAccept:
@@ -777,19 +844,28 @@ TrackResult TableInternals::Track(Table& t, const PacketFacts& p, const TimeoutP
     return Invalid(t.stats_);
   }
   Table::Entry& e = t.entries_[slot];
-  e.src = k.src;
-  e.dst = k.dst;
   e.sport = k.sport;
   e.dport = k.dport;
   e.l4proto = k.proto;
   e.flags = static_cast<uint8_t>(kEfUsed | (v6 ? kEfIpv6 : 0));
+  if (v6) {
+    e.src = PoolAlloc(t.v6_pool_);
+    e.dst = 0;
+    char* rec = t.v6_pool_.base + size_t{e.src} * kV6Record;
+    std::memcpy(rec, k.src.data(), 16);
+    std::memcpy(rec + 16, k.dst.data(), 16);
+  } else {
+    e.src = Load32(k.src.data());
+    e.dst = Load32(k.dst.data());
+  }
+  e.aux = k.proto == kProtoTcp ? PoolAlloc(t.tcp_pool_) : 0;
   e.pstate = 0;
   e.tcp_last = 0;
   e.generation = t.next_generation_++ & 0xffffff;
   if (t.next_generation_ > 0xffffff) t.next_generation_ = 1;
   e.deadline_ms = now_ms;
   e.last_seen_ms = now_ms;
-  TrackContext ctx{p, timeouts, t.options_, now_ms, 0, true};
+  TrackContext ctx{p, Tcp(t, e), timeouts, t.options_, now_ms, 0, true};
   if (k.proto == kProtoTcp && !TcpNew(e, ctx)) {
     FreeSlot(t, slot);
     return Invalid(t.stats_);
@@ -821,21 +897,33 @@ Table::Table(const TableOptions& options) : options_(options) {
   const size_t entry_bytes = sizeof(Entry) * slots_;
   const size_t tag_bytes = sizeof(uint16_t) * slots_;
   mapping_bytes_ = entry_bytes + tag_bytes;
-  mapping_ =
-      mmap(nullptr, mapping_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mapping_ == MAP_FAILED) {
-    // Out of address space at start-up: nothing sensible to do without a table.
-    std::perror("nwfq conntrack: mmap of the connection table");
-    std::abort();
-  }
-  madvise(mapping_, mapping_bytes_, MADV_HUGEPAGE);  // best effort
+  mapping_ = MapOrDie(mapping_bytes_, 0);
   // Anonymous memory is zero-filled: every slot starts free.
   entries_ = static_cast<Entry*>(mapping_);
   tags_ = reinterpret_cast<uint16_t*>(static_cast<char*>(mapping_) + entry_bytes);
+  // The pools: one record per slot at most (slots_ > capacity_: also the tentative entry).
+  // MAP_NORESERVE: address space only; a TCP-free table never touches its TCP pool.
+  for (Pool* p : {&tcp_pool_, &v6_pool_}) {
+    p->record_bytes = static_cast<uint32_t>(p == &tcp_pool_ ? kTcpRecord : kV6Record);
+    p->map_bytes = PageRound(size_t{p->record_bytes} * slots_);
+    p->base = static_cast<char*>(MapOrDie(p->map_bytes, MAP_NORESERVE));
+  }
 }
 
 Table::~Table() {
   if (mapping_ != nullptr) munmap(mapping_, mapping_bytes_);
+  for (Pool* p : {&tcp_pool_, &v6_pool_}) {
+    if (p->base != nullptr) munmap(p->base, p->map_bytes);
+  }
+}
+
+size_t Table::ResidentBytes() const {
+  return mapping_bytes_ + PageRound(size_t{tcp_pool_.high_water} * tcp_pool_.record_bytes) +
+         PageRound(size_t{v6_pool_.high_water} * v6_pool_.record_bytes);
+}
+
+size_t Table::ReservedBytes() const {
+  return mapping_bytes_ + tcp_pool_.map_bytes + v6_pool_.map_bytes;
 }
 
 TrackResult Table::Track(const PacketFacts& p, const TimeoutPolicy& timeouts, Nanos now) {
@@ -874,6 +962,12 @@ size_t Table::Sweep(size_t budget, Nanos now) {
 void Table::Flush() {
   std::memset(tags_, 0, sizeof(uint16_t) * slots_);
   for (uint32_t s = 0; s < slots_; ++s) entries_[s].flags = 0;
+  // Give the pools' pages back: they are zero-filled again when next touched.
+  for (Pool* p : {&tcp_pool_, &v6_pool_}) {
+    madvise(p->base, p->map_bytes, MADV_DONTNEED);
+    p->high_water = 0;
+    p->free_head = UINT32_MAX;
+  }
   size_ = 0;
   pending_slot_ = UINT32_MAX;
 }
@@ -929,9 +1023,7 @@ void Table::PrefetchEntry(const PacketFacts& p) const {
   for (uint32_t bucket : b) {
     const uint32_t base = bucket * kBucketSlots;
     for (uint32_t m = MatchTags(&tags_[base], tag); m != 0; m &= m - 1) {
-      const char* e = reinterpret_cast<const char*>(&entries_[base + __builtin_ctz(m) / 2]);
-      __builtin_prefetch(e);
-      __builtin_prefetch(e + 64);
+      __builtin_prefetch(&entries_[base + __builtin_ctz(m) / 2]);  // 32 bytes: one line
     }
   }
 }

@@ -14,7 +14,10 @@
 //    state. Call Confirm() for a result before tracking the next packet.
 //  * Time comes only from `now` (monotonic nanoseconds, never decreasing between calls).
 //    Deadlines are stored as 32-bit milliseconds relative to the first `now` seen.
-//  * Zero heap allocations after construction. Memory = capacity * kSlotBytes.
+//  * Zero heap allocations after construction. Memory: capacity * kSlotBytes (+1/16 spare
+//    slots) reserved and touched at once for the entries and their tags, plus records
+//    taken on demand from two reserved pools: 48 bytes per TCP connection (window
+//    tracking), 32 bytes per IPv6 connection (addresses). See ResidentBytes().
 //  * Not thread-safe: one Table per worker thread (the engine's per-queue design).
 //  * Expired entries are removed lazily when met by a lookup or insert, and by Sweep().
 //  * EntryRefs are valid until the next Track() (an insert may move an entry to its other
@@ -110,9 +113,13 @@ struct ConnInfo {
 
 class Table {
  public:
-  // Bytes of one slot (entry + index tag); total memory = capacity() * kSlotBytes.
+  // Bytes of one slot (32-byte entry + 2-byte index tag); the slot array is
+  // slot_count() * kSlotBytes. TCP and IPv6 connections add a pool record each
+  // (kTcpRecordBytes, kV6RecordBytes).
   static const size_t kEntryBytes;
   static const size_t kSlotBytes;
+  static const size_t kTcpRecordBytes;
+  static const size_t kV6RecordBytes;
 
   explicit Table(const TableOptions& options);
   ~Table();
@@ -154,11 +161,31 @@ class Table {
 
   uint32_t size() const { return size_; }  // confirmed entries, expired ones not yet removed
   uint32_t capacity() const { return capacity_; }
+  // The slot array (entries + tags): slot_count() * kSlotBytes. Engine code derives the
+  // slot count from it; prefer slot_count().
   size_t MemoryBytes() const { return static_cast<size_t>(slots_) * kSlotBytes; }
+  // Every EntryRef::slot is below this.
+  uint32_t slot_count() const { return slots_; }
+  // Memory actually in use: the slot array plus the pools' pages up to their high-water
+  // marks (pool pages are touched only as records are handed out; Flush returns them).
+  size_t ResidentBytes() const;
+  // Address space reserved (slot array + both pools at full size).
+  size_t ReservedBytes() const;
   const TableStats& stats() const { return stats_; }
   const TableOptions& options() const { return options_; }
 
-  struct Entry;  // defined in table.cc (fixed size, static_assert'ed there)
+  struct Entry;  // defined in entry.h (fixed size, static_assert'ed there)
+
+  // Fixed-size records handed out on demand: a reserved mapping of `count` records, taken
+  // from the bottom (pages become resident as `high_water` rises) and recycled LIFO
+  // through an intrusive free list. Never more records than slots, so never full.
+  struct Pool {
+    char* base = nullptr;
+    size_t map_bytes = 0;
+    uint32_t record_bytes = 0;
+    uint32_t high_water = 0;
+    uint32_t free_head = UINT32_MAX;
+  };
 
  private:
   friend class TableInternals;
@@ -172,6 +199,8 @@ class Table {
   size_t mapping_bytes_ = 0;
   Entry* entries_ = nullptr;
   uint16_t* tags_ = nullptr;  // 0 = free slot; else a 15-bit hash tag | 0x8000
+  Pool tcp_pool_;             // TcpConn records (Entry::aux)
+  Pool v6_pool_;              // IPv6 address records: original src, dst (Entry::src)
   uint32_t size_ = 0;
   uint32_t sweep_cursor_ = 0;
   uint32_t next_generation_ = 1;

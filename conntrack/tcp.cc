@@ -111,8 +111,7 @@ inline uint32_t SegmentEnd(const PacketFacts& p) {
 // Kernel tcp_options(): window scale (capped at 14) and flags. PacketFacts does not say
 // whether the segment had options at all; SYNs practically always carry MSS, so the
 // options are treated as present (the kernel skips the reset when there are none).
-void ParseOptions(Table::Entry& e, int dir, const PacketFacts& p) {
-  TcpConn& t = e.tcp;
+void ParseOptions(Table::Entry& e, TcpConn& t, int dir, const PacketFacts& p) {
   SetScale(t, dir, 0);
   SetDirFlags(t, dir, 0);
   SetSackPerm(e, dir, p.tcp_sack_perm);
@@ -123,11 +122,11 @@ void ParseOptions(Table::Entry& e, int dir, const PacketFacts& p) {
 }
 
 // Kernel tcp_init_sender(): a SYN/ACK answering the SYN, or a SYN from the reply side.
-void InitSender(Table::Entry& e, int dir, const PacketFacts& p, uint32_t end, uint32_t win) {
-  TcpConn& t = e.tcp;
+void InitSender(Table::Entry& e, TcpConn& t, int dir, const PacketFacts& p, uint32_t end,
+                uint32_t win) {
   t.td_end[dir] = t.td_maxend[dir] = end;
   t.td_maxwin[dir] = win == 0 ? 1 : win;
-  ParseOptions(e, dir, p);
+  ParseOptions(e, t, dir, p);
   // RFC 1323: scaling applies only if both sides sent the option.
   if (dir == 1 && !((DirFlags(t, 1) & kTdWindowScale) && (DirFlags(t, 0) & kTdWindowScale))) {
     SetScale(t, 0, 0);
@@ -146,7 +145,7 @@ inline WindowResult Complain(const Table::Entry& e, const TrackContext& ctx, Win
 // Kernel tcp_in_window().
 WindowResult InWindow(Table::Entry& e, const TrackContext& ctx, int index) {
   const PacketFacts& p = ctx.p;
-  TcpConn& t = e.tcp;
+  TcpConn& t = *ctx.tcp;
   const int s = ctx.dir;
   const int r = 1 - s;
   const bool syn = p.tcp_flags & kTcpSyn;
@@ -164,7 +163,7 @@ WindowResult InWindow(Table::Entry& e, const TrackContext& ctx, int index) {
 
   if (t.td_maxwin[s] == 0) {
     if (syn) {
-      InitSender(e, s, p, end, win);
+      InitSender(e, t, s, p, end, win);
       if (!has_ack) return WindowResult::kAccept;  // simultaneous open
     } else {
       // Mid-connection: its history is lost for us; use the packet's data.
@@ -183,7 +182,7 @@ WindowResult InWindow(Table::Entry& e, const TrackContext& ctx, int index) {
              (e.pstate == static_cast<uint8_t>(TcpState::kSynSent) ||
               e.pstate == static_cast<uint8_t>(TcpState::kSynRecv))) {
     // RFC 793: a reinitialised TCP uses higher sequence numbers: re-init this side.
-    InitSender(e, s, p, end, win);
+    InitSender(e, t, s, p, end, win);
     if (s == 1 && !has_ack) return WindowResult::kAccept;
   }
 
@@ -350,17 +349,17 @@ bool TcpNew(Table::Entry& e, const TrackContext& ctx) {
   TcpIndex index = TcpIndexOf(p.tcp_flags);
   uint8_t new_state = kTransitions[0][index][sNO];
   if (new_state >= sIV) return false;
-  std::memset(&e.tcp, 0, sizeof(e.tcp));
+  std::memset(ctx.tcp, 0, sizeof(TcpConn));
   e.pstate = sNO;
   e.tcp_last = kTcpNoneSet;  // tcp_packet sets them
   SetLastWscale(e, 0);
-  TcpConn& t = e.tcp;
+  TcpConn& t = *ctx.tcp;
   uint32_t win = p.tcp_window;
   if (new_state == sSS) {
     t.td_end[0] = SegmentEnd(p);
     t.td_maxwin[0] = win == 0 ? 1 : win;
     t.td_maxend[0] = t.td_end[0];
-    ParseOptions(e, 0, p);
+    ParseOptions(e, t, 0, p);
   } else if (!ctx.options.tcp_loose) {
     return false;  // do not pick up connections mid-stream
   } else {
@@ -377,7 +376,7 @@ bool TcpNew(Table::Entry& e, const TrackContext& ctx) {
 
 Verdict TcpPacket(Table::Entry& e, const TrackContext& ctx) {
   const PacketFacts& p = ctx.p;
-  TcpConn& t = e.tcp;
+  TcpConn& t = *ctx.tcp;
   const int dir = ctx.dir;
   const TcpIndex index = TcpIndexOf(p.tcp_flags);
   uint8_t old_state = e.pstate;

@@ -35,11 +35,73 @@ PacketFacts UdpN(uint32_t n) {  // distinct flows from 198.18.x.y:port
 }
 
 TEST(Table, EntryAndSlotSizes) {
-  EXPECT_EQ(Table::kEntryBytes, 96u);
-  EXPECT_EQ(Table::kSlotBytes, 98u);
+  EXPECT_EQ(Table::kEntryBytes, 32u);
+  EXPECT_EQ(Table::kSlotBytes, 34u);
   Table t(TableOptions{.capacity = 1 << 20});
-  EXPECT_GE(t.MemoryBytes(), static_cast<size_t>(1 << 20) * 98);
-  EXPECT_LE(t.MemoryBytes(), static_cast<size_t>(1 << 20) * 98 * 17 / 16 + 98 * 8);
+  EXPECT_GE(t.MemoryBytes(), static_cast<size_t>(1 << 20) * 34);
+  EXPECT_LE(t.MemoryBytes(), static_cast<size_t>(1 << 20) * 34 * 17 / 16 + 34 * 8);
+  EXPECT_EQ(t.MemoryBytes(), size_t{t.slot_count()} * Table::kSlotBytes);
+  // Nothing taken from the pools yet.
+  EXPECT_EQ(t.ResidentBytes(), t.MemoryBytes());
+  EXPECT_GT(t.ReservedBytes(), t.ResidentBytes());
+}
+
+// TCP and IPv6 connections take pool records; removed connections give them back, so
+// churn does not grow the memory in use.
+TEST(Table, PoolRecordsAreRecycled) {
+  Table t(TableOptions{.capacity = 64});
+  TimeoutPolicy to;
+  auto syn = [](uint32_t n, bool v6) {
+    PacketFacts p = UdpN(n);
+    if (v6) {
+      p.flow.family = 6;
+      p.flow.src = {0x20,
+                    0x01,
+                    0x0d,
+                    0xb8,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    static_cast<uint8_t>(n >> 8),
+                    static_cast<uint8_t>(n)};
+      p.flow.dst = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    }
+    p.flow.l4proto = 6;
+    p.tcp_flags = kTcpSyn;
+    p.tcp_seq = 1000 + n;
+    p.tcp_window = 1000;
+    return p;
+  };
+  Nanos now = kSec;
+  size_t peak = 0;
+  for (int round = 0; round < 20; ++round) {
+    for (uint32_t i = 0; i < 32; ++i) {
+      const PacketFacts p = syn(round * 32 + i, i & 1);
+      TrackResult r = t.Track(p, to, now);
+      ASSERT_EQ(r.state, State::kNew) << round << " " << i;
+      t.Confirm(r, now);
+      // The connection is found again in both directions, with its own tuple.
+      std::optional<ConnInfo> info = t.Lookup(p.flow, now);
+      ASSERT_TRUE(info.has_value());
+      EXPECT_EQ(info->original.src, p.flow.src);
+      EXPECT_EQ(info->state_name, "SYN_SENT");
+    }
+    EXPECT_EQ(t.size(), 32u);
+    if (round == 0) peak = t.ResidentBytes();
+    EXPECT_EQ(t.ResidentBytes(), peak) << "round " << round;
+    now += 200 * kSec;  // past SYN_SENT's 120 s
+    EXPECT_EQ(t.Sweep(t.slot_count(), now), 32u);
+  }
+  EXPECT_GT(peak, t.MemoryBytes());
+  t.Flush();
+  EXPECT_EQ(t.ResidentBytes(), t.MemoryBytes());
 }
 
 TEST(Table, TentativeEntryIsDiscardedByTheNextTrack) {
