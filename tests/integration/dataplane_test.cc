@@ -291,6 +291,7 @@ TEST_F(DataplaneTest, RejectRefusesTcpWithRstAndUdpWithIcmpPortUnreachable) {
   EXPECT_THAT(r.out, Not(HasSubstr("nwfq-ok")));
   EXPECT_THAT(r.err, HasSubstr("Connection refused"));
   EXPECT_LT(took, absl::Seconds(1.5)) << "refused at once, not after the connect timeout";
+  RecordProperty("tcp_refused_after_ms", static_cast<int>(absl::ToInt64Milliseconds(took)));
   // UDP: the datagram is rejected; the ICMP port unreachable makes the connected UDP
   // socket's next read fail with ECONNREFUSED.
   absl::StatusOr<sub::RunResult> udp =
