@@ -281,6 +281,50 @@ TEST_F(DataplaneTest, FourQueuesFanOutAndKeepConnectionsWhole) {
   for (int q = 0; q < 4; ++q) EXPECT_THAT(log, HasSubstr(absl::StrCat("queue ", q, ": packets")));
 }
 
+// A reload that adds a tap refills nwfq's chains in place (steer::Update): one jump per
+// base chain and family, the new tap's rules, and the existing tap steered throughout.
+TEST_F(DataplaneTest, ReloadAddingATapUpdatesSteeringInPlace) {
+  UseFilter("nwfq-stateless", kStatelessFilter);
+  std::filesystem::create_directory(dir_ + "/bindings");
+  std::filesystem::rename(dir_ + "/binding.xml", dir_ + "/bindings/vnet0.xml");
+  {  // started with --bindings DIR (StartNwfqd uses --binding FILE), so a reload re-reads it
+    Argv start = {
+        kNwfqd,      "--filters",        filters_dir_,     "--bindings", dir_ + "/bindings",
+        "--control", dir_ + "/ctl.sock", "--log-verdicts", "--log-rate", "1000"};
+    absl::StatusOr<pid_t> pid = sub::Spawn(lab::InNs(lab::kHostNs, start), log_path_);
+    ASSERT_TRUE(pid.ok()) << pid.status();
+    nwfqd_ = *pid;
+    for (int i = 0; i < 200 && !absl::StrContains(ReadFile(log_path_), "nwfqd: ready"); ++i) {
+      ASSERT_EQ(sub::WaitFor(nwfqd_, absl::Milliseconds(100)), -1) << ReadFile(log_path_);
+    }
+    ASSERT_THAT(ReadFile(log_path_), HasSubstr("nwfqd: ready"));
+  }
+  Listen(lab::kVmNs, 12345);
+  const std::string vnet1 = absl::StrReplaceAll(
+      ReadFile(dir_ + "/bindings/vnet0.xml"),
+      {{"vnet0", "vnet1"},
+       {"6e776671-6c61-4200-8000-000000000002", "6e776671-6c61-4200-8000-000000000003"},
+       {"52:54:00:00:00:02", "52:54:00:00:00:12"}});
+  WriteFile(dir_ + "/bindings/vnet1.xml", vnet1);
+  ASSERT_EQ(kill(nwfqd_, SIGHUP), 0);
+  for (int i = 0; i < 100 && !absl::StrContains(ReadFile(log_path_), "reloaded"); ++i) {
+    // While the reload runs, the existing tap keeps working (bounded: 10 s in all).
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_THAT(ReadFile(log_path_), HasSubstr("reloaded"));
+  const std::string rules = KernelRules();
+  EXPECT_THAT(rules, HasSubstr("iptables -A NWFQ-FWD -m physdev --physdev-in vnet1"));
+  EXPECT_THAT(rules, HasSubstr("ip6tables -A NWFQ-FWD -m physdev --physdev-in vnet1"));
+  size_t jumps = 0;
+  for (absl::string_view line : absl::StrSplit(rules, '\n')) {
+    jumps += absl::StrContains(line, "-A FORWARD -j NWFQ-FWD") ||
+             absl::StrContains(line, "-A INPUT -j NWFQ-IN");
+  }
+  EXPECT_EQ(jumps, 4u) << rules;  // FORWARD and INPUT, IPv4 and IPv6: not duplicated
+  sub::RunResult r = Connect(lab::kPeerNs, lab::kVmIp4, 12345);
+  EXPECT_THAT(r.out, HasSubstr("nwfq-ok")) << r.err;
+}
+
 TEST_F(DataplaneTest, RejectRefusesTcpWithRstAndUdpWithIcmpPortUnreachable) {
   UseFilter("nwfq-reject", kRejectFilter);
   StartNwfqd({"--reject-tcp-with", "rst"});

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "engine/packet_view.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -61,6 +62,19 @@ TEST(SteeringScript, QueueBalanceFansOutOverTheRange) {
   const std::string s = steer::IptablesRestoreScript(o);
   EXPECT_THAT(s, HasSubstr("--physdev-in vnet0 -j NFQUEUE --queue-balance 4:7\n"));
   EXPECT_THAT(s, Not(HasSubstr("--queue-num")));
+}
+
+TEST(SteeringScript, UpdateRefillsTheChainsWithoutNewJumps) {
+  steer::Options o;
+  o.portdevs = {"vnet0", "vnet1"};
+  const std::string full = steer::IptablesRestoreScript(o);
+  const std::string update = steer::IptablesUpdateScript(o);
+  EXPECT_THAT(update, Not(HasSubstr("-I FORWARD")));
+  EXPECT_THAT(update, Not(HasSubstr("-I INPUT")));
+  EXPECT_THAT(update, HasSubstr(":NWFQ-FWD - [0:0]\n"));  // flushes the chain in the transaction
+  EXPECT_THAT(update, HasSubstr("--physdev-in vnet1"));
+  EXPECT_EQ(full.substr(0, update.size() - 7), update.substr(0, update.size() - 7));
+  EXPECT_TRUE(absl::EndsWith(update, "\nCOMMIT\n"));
 }
 
 TEST(SteeringScript, RoutedTapsMatchInterfacesNotPhysdev) {

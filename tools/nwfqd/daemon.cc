@@ -81,12 +81,13 @@ std::vector<std::string> Daemon::Portdevs() const {
 
 absl::Status Daemon::ApplySteering(const std::vector<std::string>& portdevs) {
   if (backend_ == steer::Backend::kNone) return absl::OkStatus();
-  // Install() replaces nwfq's chains (remove, then one iptables-restore per family).
-  // TODO(data plane): an in-place update, so a reload that adds or removes a tap has no
-  // window without steering for the other taps.
+  // At start Install() replaces whatever a crashed run left (remove, then one
+  // iptables-restore per family); on reload Update() refills the chains in place, so the
+  // other taps stay steered throughout.
   steer::Options o{portdevs, config_.queues.front(), config_.fail_open};
   o.queue_count = static_cast<uint16_t>(config_.queues.size());
-  absl::Status st = steer::Install(backend_, o);
+  absl::Status st =
+      steering_installed_ ? steer::Update(backend_, o) : steer::Install(backend_, o);
   if (st.ok()) steering_installed_ = true;
   return st;
 }

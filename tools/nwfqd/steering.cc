@@ -144,6 +144,12 @@ std::string IptablesRestoreScript(const Options& options) {
   return s;
 }
 
+std::string IptablesUpdateScript(const Options& options) {
+  std::string s = IptablesRestoreScript(options);
+  const size_t jumps = s.find("-I FORWARD 1 -j ");
+  return s.substr(0, jumps) + "COMMIT\n";
+}
+
 absl::Status Install(Backend backend, const Options& options) {
   if (backend == Backend::kNone) return absl::OkStatus();
   if (backend == Backend::kNft) return absl::UnimplementedError("nft steering backend");
@@ -168,6 +174,37 @@ absl::Status Install(Backend backend, const Options& options) {
       std::string why = r.ok() ? r->err : std::string(r.status().message());
       (void)Remove(backend);
       return absl::FailedPreconditionError(absl::StrCat(restore, " failed: ", why));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Update(Backend backend, const Options& options) {
+  if (backend != Backend::kIptables) return Install(backend, options);
+  for (const std::string& dev : options.portdevs) {
+    if (absl::Status st = ValidatePortdev(dev); !st.ok()) return st;
+  }
+  for (const char* tool : kIptables) {
+    for (auto [base, chain] :
+         {std::pair{"FORWARD", kForwardChain}, std::pair{"INPUT", kInputChain}}) {
+      absl::StatusOr<sub::RunResult> r = Xt(tool, {"-C", base, "-j", chain});
+      if (!r.ok() || !r->ok()) return Install(backend, options);  // not ours any more
+    }
+  }
+  Options resolved = options;
+  if (options.detect_routed) {
+    for (const std::string& dev : options.portdevs) {
+      if (!LooksBridged(dev)) resolved.routed.push_back(dev);
+    }
+  }
+  const std::string script = IptablesUpdateScript(resolved);
+  for (const char* tool : kIptables) {
+    const std::string restore = absl::StrCat(tool, "-restore");
+    absl::StatusOr<sub::RunResult> r = sub::Run(
+        {restore, "-w", "--noflush"}, {.stdin_data = script, .timeout = absl::Seconds(20)});
+    if (!r.ok() || !r->ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          restore, " (update) failed: ", r.ok() ? r->err : std::string(r.status().message())));
     }
   }
   return absl::OkStatus();

@@ -71,6 +71,10 @@ Detection Detect();
 absl::StatusOr<Backend> Choose(const std::string& requested, const Detection& detection);
 
 absl::Status Install(Backend backend, const Options& options);
+// For a running nwfqd (reload adds or removes a tap): replaces the contents of nwfq's
+// chains in one iptables-restore transaction per family, keeping the jumps, so the other
+// taps are never unsteered. Falls back to Install() when the chains or jumps are missing.
+absl::Status Update(Backend backend, const Options& options);
 absl::Status Remove(Backend backend);
 
 // OK for a plain interface name (letters, digits, '-', '_', '.'; 1-15 bytes; no leading
@@ -80,5 +84,8 @@ absl::Status ValidatePortdev(const std::string& dev);
 // The iptables-restore input Install() feeds to iptables and ip6tables (for tests and
 // --dry-run style inspection).
 std::string IptablesRestoreScript(const Options& options);
+// The same chains without the jumps from FORWARD/INPUT: restoring it with --noflush
+// flushes and refills the chains atomically (Update()).
+std::string IptablesUpdateScript(const Options& options);
 
 }  // namespace nwfq::steer
