@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <type_traits>
 
 #include "absl/container/flat_hash_map.h"
@@ -67,16 +68,25 @@ struct ProgramState {
 // the last packet, replayed (counters included) when the next one is known to give the
 // same: same connection (slot + generation), same program, same view, ct state and
 // direction, and the same values of every field the chain may read that is not part of
-// the connection's tuple (TOS, ICMP type/code, source MAC, ...; `key` hashes them with the
-// tuple). Outcomes that depended on a field that changes per packet (TCP flags and
-// options, connlimit counts: Instr::per_packet) are never stored. Only confirmed NEW and
-// ESTABLISHED connections use it (RELATED packets are ICMP errors with their own
-// addresses and types).
+// the connection's tuple (TOS, ICMP type/code, source MAC, ...). Outcomes that depended
+// on a field that changes per packet (TCP flags and options, connlimit counts:
+// Instr::per_packet) are never stored. Only confirmed NEW and ESTABLISHED connections use
+// it (RELATED packets are ICMP errors with their own addresses and types).
 //
 // Indexed by [conntrack slot][direction]; an entry that moved to another slot (cuckoo) or
 // a slot reused by a new connection (new generation) simply misses.
+//
+// Why no hash of the whole packet: slot + generation + direction name the connection's
+// tuple in that direction (the table keys TCP/UDP/UDPLite/SCTP by addresses and ports,
+// ICMP by addresses, id, type and code, the rest by addresses, and rules read nothing
+// else of the tuple), so only the per-packet fields are compared, exactly (`pkt`,
+// `misc`). Generations are 24 bits and wrap after 16 M connections: `tuple`, a
+// fingerprint of the addresses and ports, keeps a stale entry of an earlier connection
+// whose generation the wrap repeated from being taken for the current one.
 struct CachedDecision {
-  uint64_t key = 0;
+  uint64_t pkt = 0;       // source MAC | TOS << 48 | ICMP type << 56
+  uint32_t misc = 0;      // view, ct state, has_l4, has_src_mac, family, ICMP code
+  uint32_t tuple = 0;     // fingerprint of addresses, ports and protocol
   uint32_t ct_gen = 0;    // EntryRef::generation; generations start at 1, so 0 = empty
   uint32_t prog_gen = 0;  // ProgramState::generation
   int32_t matched[MatchLog::kMax] = {};
@@ -84,31 +94,61 @@ struct CachedDecision {
   bool terminal = false;  // matched[n - 1] is the deciding (terminal) instruction
 };
 
-inline uint64_t Mix(uint64_t h, uint64_t v) {
-  h ^= v;
-  h *= 0x9e3779b97f4a7c15ull;
-  return h ^ (h >> 29);
+inline uint64_t Load64(const uint8_t* p) {
+  uint64_t w;
+  std::memcpy(&w, p, 8);
+  return w;
 }
 
-uint64_t DecisionKey(const PacketView& v, View view, const ct::TrackResult& tr) {
-  uint64_t a[4];
-  std::memcpy(a, v.src_ip.data(), 16);
-  std::memcpy(a + 2, v.dst_ip.data(), 16);
-  const uint64_t ports = uint64_t{v.sport} | uint64_t{v.dport} << 16 | uint64_t{v.l4proto} << 32 |
-                         uint64_t{v.tos} << 40 | uint64_t{v.icmp_type} << 48 |
-                         uint64_t{v.icmp_code} << 56;
+struct CacheKey {
+  uint64_t pkt;
+  uint32_t misc;
+  uint32_t tuple;
+};
+
+inline CacheKey MakeCacheKey(const PacketView& v, View view, const ct::TrackResult& tr) {
   uint64_t mac = 0;
   std::memcpy(&mac, v.src_mac.data(), 6);
-  const uint64_t misc = mac | uint64_t{static_cast<uint8_t>(view)} << 48 |
-                        uint64_t{static_cast<uint8_t>(tr.state)} << 51 |
-                        uint64_t{static_cast<uint8_t>(tr.dir)} << 54 | uint64_t{v.has_l4} << 55 |
-                        uint64_t{v.has_src_mac} << 56 | uint64_t{v.family == 6} << 57;
-  uint64_t h = Mix(0x243f6a8885a308d3ull, a[0]);
-  h = Mix(h, a[1]);
-  h = Mix(h, a[2]);
-  h = Mix(h, a[3]);
-  h = Mix(h, ports);
-  return Mix(h, misc);
+  CacheKey k;
+  k.pkt = mac | uint64_t{v.tos} << 48 | uint64_t{v.icmp_type} << 56;
+  k.misc = uint32_t{static_cast<uint8_t>(view)} | uint32_t{static_cast<uint8_t>(tr.state)} << 2 |
+           uint32_t{v.has_l4} << 5 | uint32_t{v.has_src_mac} << 6 | uint32_t{v.family == 6} << 7 |
+           uint32_t{v.icmp_code} << 8 | 1u << 16;  // never 0 (an empty entry)
+  // Independent multiplies (no serial chain): a changed word always changes the sum.
+  const uint64_t ports = uint64_t{v.sport} | uint64_t{v.dport} << 16 | uint64_t{v.l4proto} << 32;
+  const uint64_t t = Load64(v.src_ip.data()) * 0x9e3779b97f4a7c15ull +
+                     Load64(v.src_ip.data() + 8) * 0xc2b2ae3d27d4eb4full +
+                     Load64(v.dst_ip.data()) * 0x165667b19e3779f9ull +
+                     Load64(v.dst_ip.data() + 8) * 0xd6e8feb86659fd93ull +
+                     ports * 0xff51afd7ed558ccdull;
+  k.tuple = static_cast<uint32_t>(t >> 32);
+  return k;
+}
+
+// Conntrack looks at the packet (IP, not VLAN-tagged, not a non-first fragment, parsed).
+inline bool Trackable(const PacketView& v) {
+  return v.malformed == Malformed::kNone && v.family != 0 && v.vlan_tags == 0 &&
+         !(v.fragment && v.frag_offset != 0);
+}
+
+// Compares names of at most 16 bytes without a call (overlapping loads).
+inline bool SameName(const char* a, const char* b, size_t n) {
+  auto l64 = [](const char* p) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    return w;
+  };
+  auto l32 = [](const char* p) {
+    uint32_t w;
+    std::memcpy(&w, p, 4);
+    return w;
+  };
+  if (n >= 8) return l64(a) == l64(b) && l64(a + n - 8) == l64(b + n - 8);
+  if (n >= 4) return l32(a) == l32(b) && l32(a + n - 4) == l32(b + n - 4);
+  for (size_t i = 0; i < n; ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
 }
 
 struct FreeDeleter {
@@ -151,7 +191,7 @@ struct HotBinding {
   std::shared_ptr<ProgramState> ps;
   bool Matches(uint64_t id, uint64_t ver, std::string_view dev) const {
     return engine_id == id && version == ver && dev.size() == name_len &&
-           std::memcmp(dev.data(), name.data(), name_len) == 0;
+           SameName(dev.data(), name.data(), name_len);
   }
 };
 thread_local HotBinding tls_hot;
@@ -196,8 +236,41 @@ struct Engine::State {
   absl::flat_hash_map<std::string, std::shared_ptr<BindingState>> bindings ABSL_GUARDED_BY(mu);
   EngineCounters counters;  // bumped by the deciding thread
 
+  // A binding and its program, resolved for one packet (or one batch). The raw pointers
+  // stay valid while the references (here or in the per-thread entry) are held.
+  struct Binding {
+    BindingState* b = nullptr;
+    ProgramState* ps = nullptr;
+    std::shared_ptr<BindingState> b_hold;  // set for names too long for the per-thread entry
+    std::shared_ptr<ProgramState> ps_hold;
+  };
+  bool Lookup(std::string_view portdev, Binding& out) {
+    const HotBinding& hot = tls_hot;
+    if (hot.Matches(id, version.load(std::memory_order_acquire), portdev)) [[likely]] {
+      out.b = hot.b.get();
+      out.ps = hot.ps.get();
+      return true;
+    }
+    return LookupSlow(portdev, out);
+  }
+  bool LookupSlow(std::string_view portdev, Binding& out);
+  PacketView Parse(const Program& prog, View view, const PacketInput& packet) const {
+    ParseOptions popt;
+    popt.verify_checksums = options.verify_checksums && !packet.checksum_unverified;
+    if (packet.layer == Layer::kEthernet) [[likely]] {
+      return ParseEthernet(packet.bytes, popt);
+    }
+    return ParseNfqueue(prog, view, packet, popt);
+  }
+  PacketView ParseNfqueue(const Program& prog, View view, const PacketInput& packet,
+                          ParseOptions popt) const;
   Decision Run(std::string_view portdev, View view, const PacketInput& packet, ct::Nanos now,
                Trace* trace, std::shared_ptr<ProgramState>* used);
+  // Everything after parsing; `facts` = ToPacketFacts(v) when Trackable(v) (else unused).
+  Decision Finish(BindingState& b, ProgramState& ps, View view, const PacketInput& packet,
+                  const PacketView& v, const ct::PacketFacts& facts, ct::Nanos now, Trace* trace);
+
+  size_t maintain_cursor = 0;  // Maintain(): binding to start with
 };
 
 Engine::Engine(const EngineOptions& options) : state_(std::make_unique<State>(options)) {}
@@ -306,8 +379,9 @@ ChainOutcome DecideL3(BindingState& b, ProgramState& ps, View view, L3Chain chai
                          tr.entry.slot < b.cache_slots;
   if (!cacheable) return RunL3(prog, chain, ctx, trace, counters, bytes);
   CachedDecision& c = b.cache[size_t{tr.entry.slot} * 2 + (tr.dir == ct::Dir::kReply ? 1 : 0)];
-  const uint64_t key = DecisionKey(v, view, tr);
-  if (c.ct_gen == tr.entry.generation && c.prog_gen == ps.generation && c.key == key) {
+  const CacheKey key = MakeCacheKey(v, view, tr);
+  if (c.ct_gen == tr.entry.generation && c.prog_gen == ps.generation && c.pkt == key.pkt &&
+      c.misc == key.misc && c.tuple == key.tuple) {
     ++hits;
     ChainOutcome o;
     for (uint8_t k = 0; k < c.n; ++k) {
@@ -327,7 +401,9 @@ ChainOutcome DecideL3(BindingState& b, ProgramState& ps, View view, L3Chain chai
   MatchLog log;
   const ChainOutcome o = RunL3(prog, chain, ctx, nullptr, counters, bytes, &log);
   if (log.Cacheable()) {
-    c.key = key;
+    c.pkt = key.pkt;
+    c.misc = key.misc;
+    c.tuple = key.tuple;
     c.ct_gen = tr.entry.generation;
     c.prog_gen = ps.generation;
     c.n = log.n;
@@ -339,67 +415,70 @@ ChainOutcome DecideL3(BindingState& b, ProgramState& ps, View view, L3Chain chai
 
 }  // namespace
 
+bool Engine::State::LookupSlow(std::string_view portdev, Binding& out) {
+  HotBinding& hot = tls_hot;
+  absl::ReaderMutexLock lock(&mu);
+  auto it = bindings.find(absl::string_view(portdev.data(), portdev.size()));
+  if (it == bindings.end() || it->second->prog == nullptr) return false;
+  if (portdev.size() <= hot.name.size()) {
+    hot.engine_id = id;
+    hot.version = version.load(std::memory_order_relaxed);  // stable under mu
+    hot.name_len = portdev.size();
+    std::memcpy(hot.name.data(), portdev.data(), portdev.size());
+    hot.b = it->second;
+    hot.ps = it->second->prog;
+    out.b = hot.b.get();
+    out.ps = hot.ps.get();
+  } else {
+    out.b_hold = it->second;
+    out.ps_hold = out.b_hold->prog;
+    out.b = out.b_hold.get();
+    out.ps = out.ps_hold.get();
+  }
+  return true;
+}
+
+PacketView Engine::State::ParseNfqueue(const Program& prog, View view, const PacketInput& packet,
+                                       ParseOptions popt) const {
+  popt.wire_len = packet.wire_len;
+  PacketView v = ParseNetwork(packet.bytes, packet.ethertype, popt);
+  // NFQUEUE gives no MAC header: the source MAC comes from NFQA_HWADDR when present; the
+  // VM's own MAC stands in for the side we know (documented approximation for L2 rules).
+  if (packet.src_mac.has_value()) {
+    v.src_mac = *packet.src_mac;
+    v.has_src_mac = true;
+  } else if (view != View::kToVm) {
+    v.src_mac = prog.mac;
+    v.has_src_mac = true;
+  }
+  if (view == View::kToVm) v.dst_mac = prog.mac;
+  return v;
+}
+
 Decision Engine::State::Run(std::string_view portdev, View view, const PacketInput& packet,
                             ct::Nanos now, Trace* trace, std::shared_ptr<ProgramState>* used) {
   ++counters.packets;
-  BindingState* b = nullptr;
-  ProgramState* ps = nullptr;
-  std::shared_ptr<BindingState> b_hold;  // for names too long for the per-thread entry
-  std::shared_ptr<ProgramState> ps_hold;
-  HotBinding& hot = tls_hot;
-  if (hot.Matches(id, version.load(std::memory_order_acquire), portdev)) {
-    b = hot.b.get();
-    ps = hot.ps.get();
-    if (used != nullptr) *used = hot.ps;
-  } else {
-    absl::ReaderMutexLock lock(&mu);
-    auto it = bindings.find(absl::string_view(portdev.data(), portdev.size()));
-    if (it != bindings.end() && it->second->prog != nullptr) {
-      if (portdev.size() <= hot.name.size()) {
-        hot.engine_id = id;
-        hot.version = version.load(std::memory_order_relaxed);  // stable under mu
-        hot.name_len = portdev.size();
-        std::memcpy(hot.name.data(), portdev.data(), portdev.size());
-        hot.b = it->second;
-        hot.ps = it->second->prog;
-        b = hot.b.get();
-        ps = hot.ps.get();
-        if (used != nullptr) *used = hot.ps;
-      } else {
-        b_hold = it->second;
-        ps_hold = b_hold->prog;
-        b = b_hold.get();
-        ps = ps_hold.get();
-        if (used != nullptr) *used = ps_hold;
-      }
-    }
-  }
-  Decision d;
-  if (b == nullptr || ps == nullptr) {
+  Binding bd;
+  if (!Lookup(portdev, bd)) {
     ++counters.no_binding;
+    Decision d;
     d.reason = Reason::kNoBinding;
     return d;
   }
-  const Program& prog = *ps->program;
+  if (used != nullptr) *used = bd.ps_hold != nullptr ? bd.ps_hold : tls_hot.ps;
+  const PacketView v = Parse(*bd.ps->program, view, packet);
+  // Built in place (no copy) by either branch.
+  const ct::PacketFacts facts = Trackable(v) ? ToPacketFacts(v) : ct::PacketFacts{};
+  return Finish(*bd.b, *bd.ps, view, packet, v, facts, now, trace);
+}
 
-  ParseOptions popt;
-  popt.verify_checksums = options.verify_checksums && !packet.checksum_unverified;
-  if (packet.layer == Layer::kNetwork) popt.wire_len = packet.wire_len;
-  PacketView v = packet.layer == Layer::kEthernet
-                     ? ParseEthernet(packet.bytes, popt)
-                     : ParseNetwork(packet.bytes, packet.ethertype, popt);
-  if (packet.layer == Layer::kNetwork) {
-    // NFQUEUE gives no MAC header: the source MAC comes from NFQA_HWADDR when present; the
-    // VM's own MAC stands in for the side we know (documented approximation for L2 rules).
-    if (packet.src_mac.has_value()) {
-      v.src_mac = *packet.src_mac;
-      v.has_src_mac = true;
-    } else if (view != View::kToVm) {
-      v.src_mac = prog.mac;
-      v.has_src_mac = true;
-    }
-    if (view == View::kToVm) v.dst_mac = prog.mac;
-  }
+Decision Engine::State::Finish(BindingState& bs, ProgramState& pst, View view,
+                               const PacketInput& packet, const PacketView& v,
+                               const ct::PacketFacts& facts, ct::Nanos now, Trace* trace) {
+  BindingState* b = &bs;
+  ProgramState* ps = &pst;
+  const Program& prog = *ps->program;
+  Decision d;
   if (v.malformed != Malformed::kNone) {
     ++counters.malformed[static_cast<int>(v.malformed)];
     d.verdict = options.malformed_verdict;
@@ -414,10 +493,8 @@ Decision Engine::State::Run(std::string_view portdev, View view, const PacketInp
   const bool from_vm = view != View::kToVm;
 
   // Layer 2 first for frames from the VM.
-  if (from_vm) {
-    const L2Outcome l2 = HasL2(prog, L2Dir::kI)
-                             ? RunL2(prog, L2Dir::kI, ctx, trace, ps->counters.data(), bytes)
-                             : L2Outcome{};
+  if (from_vm && HasL2(prog, L2Dir::kI)) {
+    const L2Outcome l2 = RunL2(prog, L2Dir::kI, ctx, trace, ps->counters.data(), bytes);
     if (l2.instr >= 0) d.l2_rule = static_cast<int32_t>(l2.rule);
     if (l2.dropped) {
       d.verdict = Verdict::kDrop;
@@ -444,7 +521,6 @@ Decision Engine::State::Run(std::string_view portdev, View view, const PacketInp
     return d;
   }
   if (l3) {
-    ct::PacketFacts facts = ToPacketFacts(v);
     tr = b->table.Track(facts, b->timeouts, now);
     tracked = true;
     d.ct_looked_at = true;
@@ -515,6 +591,135 @@ Decision Engine::State::Run(std::string_view portdev, View view, const PacketInp
     s.decision = d;
   }
   return d;
+}
+
+void Engine::DecideBatch(std::span<const BatchPacket> packets, ct::Nanos now,
+                         std::span<Decision> out) {
+  State& st = *state_;
+  // Software pipeline over the batch: packet i + kIndexAhead is looked up, parsed and its
+  // conntrack buckets prefetched, packet i + kEntryAhead gets its entry prefetched, then
+  // packet i is decided. Parsing ahead is safe (it reads only the packet); everything that
+  // reads or changes state (layer 2 counters, conntrack, fragments, the cache) runs in
+  // packet order in Finish(), exactly as Decide() would.
+  constexpr size_t kIndexAhead = 8, kEntryAhead = 4, kRing = 16;
+  static_assert(kIndexAhead < kRing && kEntryAhead < kIndexAhead);
+  // Ring of parsed packets. Raw storage: PacketView and PacketFacts are trivially
+  // destructible, and zeroing 16 of each per call would cost more than the pipeline saves.
+  struct Staged {
+    int held;  // index into `held` below; -1: no binding; -2: decided by Run()
+    bool has_facts;
+    PacketView* v;
+    ct::PacketFacts* facts;
+    alignas(PacketView) unsigned char v_buf[sizeof(PacketView)];
+    alignas(ct::PacketFacts) unsigned char facts_buf[sizeof(ct::PacketFacts)];
+  };
+  // Bindings met in this batch. Their raw pointers come from the per-thread entry
+  // (tls_hot) while it holds them; before a lookup may replace that entry, the ones that
+  // rely on it take references of their own (no reference counting at all when the batch
+  // has a single binding, the usual case). More than kMaxHeld distinct bindings: the
+  // rest go through Run() without the pipeline.
+  constexpr int kMaxHeld = 8;
+  struct Held {
+    std::string_view name;
+    State::Binding bd;
+  };
+  std::array<Held, kMaxHeld> held;
+  int n_held = 0;
+  std::array<Staged, kRing> ring;
+  const size_t n = std::min(packets.size(), out.size());
+
+  auto stage = [&](size_t i) {
+    Staged& s = ring[i % kRing];
+    const BatchPacket& p = packets[i];
+    s.held = -1;
+    s.has_facts = false;
+    for (int h = 0; h < n_held; ++h) {
+      if (held[h].name.size() == p.portdev.size() &&
+          SameName(held[h].name.data(), p.portdev.data(), p.portdev.size())) {
+        s.held = h;
+        break;
+      }
+    }
+    if (s.held < 0) {
+      if (n_held == kMaxHeld) {
+        s.held = -2;
+        return;
+      }
+      for (int h = 0; h < n_held; ++h) {  // pin: the lookup may replace tls_hot
+        if (held[h].bd.b_hold == nullptr) {
+          held[h].bd.b_hold = tls_hot.b;
+          held[h].bd.ps_hold = tls_hot.ps;
+        }
+      }
+      Held& h = held[n_held];
+      if (!st.Lookup(p.portdev, h.bd)) return;
+      h.name = p.portdev;
+      s.held = n_held++;
+    }
+    const State::Binding& bd = held[s.held].bd;
+    s.v = new (s.v_buf) PacketView(st.Parse(*bd.ps->program, p.view, p.packet));
+    if (Trackable(*s.v)) {
+      s.facts = new (s.facts_buf) ct::PacketFacts(ToPacketFacts(*s.v));
+      s.has_facts = true;
+      bd.b->table.PrefetchIndex(*s.facts);
+    }
+  };
+
+  for (size_t i = 0; i < std::min(n, kIndexAhead); ++i) stage(i);
+  for (size_t i = 0; i < std::min(n, kEntryAhead); ++i) {
+    const Staged& s = ring[i % kRing];
+    if (s.has_facts) held[s.held].bd.b->table.PrefetchEntry(*s.facts);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (i + kIndexAhead < n) stage(i + kIndexAhead);
+    if (i + kEntryAhead < n) {
+      const Staged& s = ring[(i + kEntryAhead) % kRing];
+      if (s.has_facts) held[s.held].bd.b->table.PrefetchEntry(*s.facts);
+    }
+    const Staged& s = ring[i % kRing];
+    const BatchPacket& p = packets[i];
+    if (s.held == -2) {
+      out[i] = st.Run(p.portdev, p.view, p.packet, now, nullptr, nullptr);
+      continue;
+    }
+    ++st.counters.packets;
+    if (s.held < 0) {
+      ++st.counters.no_binding;
+      out[i] = Decision{};
+      out[i].reason = Reason::kNoBinding;
+      continue;
+    }
+    const State::Binding& bd = held[s.held].bd;
+    // Finish reads `facts` only for trackable packets (has_facts).
+    static const ct::PacketFacts kNoFacts{};
+    out[i] = st.Finish(*bd.b, *bd.ps, p.view, p.packet, *s.v, s.has_facts ? *s.facts : kNoFacts,
+                       now, nullptr);
+  }
+}
+
+size_t Engine::Maintain(ct::Nanos now, size_t budget) {
+  State& st = *state_;
+  // The bindings are visited round robin, `budget` slots in all per call, so a large table
+  // is swept across many calls and every binding gets its turn.
+  std::vector<std::shared_ptr<BindingState>> todo;
+  {
+    absl::ReaderMutexLock lock(&st.mu);
+    if (st.bindings.empty()) return 0;
+    todo.reserve(st.bindings.size());
+    for (const auto& [name, b] : st.bindings) todo.push_back(b);
+  }
+  std::sort(todo.begin(), todo.end());  // a stable order between calls
+  size_t removed = 0;
+  size_t left = budget;
+  const size_t n = todo.size();
+  for (size_t k = 0; k < n && left > 0; ++k) {
+    BindingState& b = *todo[(st.maintain_cursor + k) % n];
+    const size_t step = std::min(left, std::max<size_t>(1, budget / n));
+    removed += b.table.Sweep(step, now);
+    left -= step;
+  }
+  st.maintain_cursor = (st.maintain_cursor + 1) % n;
+  return removed;
 }
 
 Decision Engine::Decide(std::string_view portdev, View view, const PacketInput& packet,

@@ -125,6 +125,28 @@ class Engine {
   // connections are confirmed only when the verdict is accept) and rule counters.
   Decision Decide(std::string_view portdev, View view, const PacketInput& packet, ct::Nanos now);
 
+  // Decides `packets` in order, as Decide() would one by one at time `now` (the same
+  // decisions, conntrack updates and counters), into out[i] (out.size() >= packets.size();
+  // extra entries untouched). Faster per packet: the lookups of packets a few places
+  // ahead are prefetched while earlier ones are decided, and the per-thread binding
+  // entry is reused across the batch. Added by the engine hot-path developer for the
+  // NFQUEUE worker, which receives packets in batches.
+  struct BatchPacket {
+    std::string_view portdev;
+    View view = View::kFromVm;
+    PacketInput packet;
+  };
+  void DecideBatch(std::span<const BatchPacket> packets, ct::Nanos now, std::span<Decision> out);
+
+  // Incremental expiry for idle moments (nwfqd's worker loop when no packet is waiting):
+  // examines up to `budget` conntrack slots in all, spread over the bindings round robin
+  // and continuing where the previous call stopped, and removes expired connections (so
+  // they leave `conntrack list` and the table size). Returns how many were removed.
+  // Same threading rule as Decide(): never concurrently with Decide()/DecideBatch() (call
+  // it from the deciding thread or under the lock that serialises them). About 1 ns per
+  // slot; 262,144 slots per binding by default.
+  size_t Maintain(ct::Nanos now, size_t budget = 4096);
+
   // Decide() that also writes, per rule looked at, whether it matched and why not
   // (the first condition that failed), one line each, into `*explanation`.
   Decision Explain(std::string_view portdev, View view, const PacketInput& packet, ct::Nanos now,

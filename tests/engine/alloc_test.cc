@@ -1,6 +1,6 @@
 // design.md: zero allocations per packet on the hot path. A global operator new counter
-// (this binary only) around loops of Engine::Decide on established connections (decision
-// cache hits), new connections (classifier walk, tentative entries), replies and packets
+// (this binary only) around loops of Engine::Decide (and DecideBatch) on established connections
+// (decision cache hits), new connections (classifier walk, tentative entries), replies and packets
 // that bypass the cache (TCP flags rules), over a program large enough to have trees.
 #include <gtest/gtest.h>
 
@@ -97,7 +97,28 @@ TEST(HotPath, ZeroAllocationsPerPacket) {
   }
   const uint64_t allocations = g_allocations.load() - before;
   EXPECT_EQ(allocations, 0u);
-  EXPECT_EQ(accepted, 3u * 4u * out.size());
+
+  // The batched path too (staging ring, binding references, prefetch).
+  std::vector<Engine::BatchPacket> batch(3 * out.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    batch[3 * i] = {"vnet0", View::kFromVm, {}};
+    batch[3 * i].packet.bytes = out[i];
+    batch[3 * i + 1] = {"vnet0", View::kToVm, {}};
+    batch[3 * i + 1].packet.bytes = back[i];
+    batch[3 * i + 2] = {"vnet0", View::kFromVm, {}};
+    batch[3 * i + 2].packet.bytes = tcp[i];
+  }
+  std::vector<Decision> decisions(batch.size());
+  const uint64_t before_batch = g_allocations.load();
+  for (size_t at = 0; at < batch.size(); at += 32) {
+    const size_t n = std::min<size_t>(32, batch.size() - at);
+    e.DecideBatch(std::span(batch).subspan(at, n), now += 1000,
+                  std::span(decisions).subspan(at, n));
+  }
+  EXPECT_EQ(g_allocations.load() - before_batch, 0u);
+  for (const Decision& d : decisions) accepted += d.verdict == Verdict::kAccept;
+
+  EXPECT_EQ(accepted, 3u * 5u * out.size());
   EXPECT_GT(e.counters().decision_cache_hits, 2u * out.size());
 }
 
