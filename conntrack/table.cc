@@ -86,16 +86,21 @@ inline uint64_t Mix(uint64_t x) {  // murmur3 fmix64
   return x;
 }
 
-inline uint64_t HashEndpoint(const std::array<uint8_t, 16>& a, uint16_t port) {
-  return Mix(Load64(a.data()) * 0x9e3779b97f4a7c15ULL ^ Load64(a.data() + 8) ^
-             (static_cast<uint64_t>(port) << 17));
+// One 64-bit word per endpoint: an IPv4 address (in the low 4 bytes, the rest zero after
+// CopyAddr) and the port are packed losslessly; IPv6 addresses are folded.
+inline uint64_t EndpointWord(const std::array<uint8_t, 16>& a, uint16_t port) {
+  return (Load64(a.data()) ^ (Load64(a.data() + 8) * 0x9e3779b97f4a7c15ULL)) ^
+         (static_cast<uint64_t>(port) << 40);
 }
 
-// Direction-independent: both orientations of a tuple hash alike.
+// Direction-independent: both orientations of a tuple hash alike (min/max of the two
+// endpoint words), one fmix64 per packet.
 inline uint64_t HashKey(const Key& k) {
-  uint64_t a = HashEndpoint(k.src, k.sport);
-  uint64_t b = HashEndpoint(k.dst, k.dport);
-  return Mix((a + b) ^ Mix(a ^ b) ^ (static_cast<uint64_t>(k.proto) << 1 | k.v6));
+  const uint64_t a = EndpointWord(k.src, k.sport);
+  const uint64_t b = EndpointWord(k.dst, k.dport);
+  const uint64_t lo = a < b ? a : b;
+  const uint64_t hi = a < b ? b : a;
+  return Mix(lo * 0xc2b2ae3d27d4eb4fULL + (hi ^ (static_cast<uint64_t>(k.proto) << 1 | k.v6)));
 }
 
 inline uint32_t FastRange(uint32_t x, uint32_t n) {
@@ -690,8 +695,8 @@ class TableInternals {
     info.last_seen = t.epoch_ + static_cast<Nanos>(e.last_seen_ms) * 1'000'000;
   }
 
-  static TrackResult Track(Table& t, const PacketFacts& p, const TimeoutPolicy& timeouts,
-                           Nanos now);
+  static TrackResult Track(Table& t, const PacketFacts& p, const TimeoutPolicy& timeouts, Nanos now,
+                           const FlowProbe* probe);
   static TrackResult TrackError(Table& t, const PacketFacts& p, uint32_t now_ms);
 };
 
@@ -759,7 +764,7 @@ TrackResult TableInternals::TrackError(Table& t, const PacketFacts& p, uint32_t 
 }
 
 TrackResult TableInternals::Track(Table& t, const PacketFacts& p, const TimeoutPolicy& timeouts,
-                                  Nanos now) {
+                                  Nanos now, const FlowProbe* probe) {
   DropPending(t);
   const uint32_t now_ms = NowMs(t, now);
   const FlowFacts& f = p.flow;
@@ -801,7 +806,7 @@ TrackResult TableInternals::Track(Table& t, const PacketFacts& p, const TimeoutP
 
   Key k;
   if (MakeKey(f, k) != KeyResult::kOk) return Invalid(t.stats_);
-  const uint64_t h = HashKey(k);
+  const uint64_t h = probe != nullptr && probe->lookup ? probe->hash : HashKey(k);
 
   int dir = 0;
   uint32_t slot = Find(t, k, h, now_ms, dir);
@@ -927,7 +932,12 @@ size_t Table::ReservedBytes() const {
 }
 
 TrackResult Table::Track(const PacketFacts& p, const TimeoutPolicy& timeouts, Nanos now) {
-  return TableInternals::Track(*this, p, timeouts, now);
+  return TableInternals::Track(*this, p, timeouts, now, nullptr);
+}
+
+TrackResult Table::Track(const PacketFacts& p, const FlowProbe& probe,
+                         const TimeoutPolicy& timeouts, Nanos now) {
+  return TableInternals::Track(*this, p, timeouts, now, &probe);
 }
 
 void Table::Confirm(const TrackResult& r, Nanos now) {
@@ -1003,30 +1013,61 @@ std::optional<ConnInfo> Table::Get(EntryRef ref, Nanos now) const {
   return info;
 }
 
-void Table::PrefetchIndex(const PacketFacts& p) const {
+FlowProbe Table::Probe(const PacketFacts& p) const {
+  FlowProbe r;
   Key k;
-  if (MakeKey(p.flow, k) != KeyResult::kOk) return;
-  const uint64_t h = HashKey(k);
+  if (p.fragment || p.icmp_error || MakeKey(p.flow, k) != KeyResult::kOk) return r;
+  r.hash = HashKey(k);
+  r.lookup = true;
+  r.record = k.v6 || k.proto == kProtoTcp;
+  return r;
+}
+
+void Table::PrefetchIndex(const FlowProbe& probe) const {
+  if (!probe.lookup) return;
   uint32_t b1, b2;
-  TableInternals::Buckets(*this, h, b1, b2);
+  TableInternals::Buckets(*this, probe.hash, b1, b2);
   __builtin_prefetch(&tags_[b1 * kBucketSlots]);
   __builtin_prefetch(&tags_[b2 * kBucketSlots]);
 }
 
-void Table::PrefetchEntry(const PacketFacts& p) const {
-  Key k;
-  if (MakeKey(p.flow, k) != KeyResult::kOk) return;
-  const uint64_t h = HashKey(k);
-  const uint16_t tag = TagOf(h);
+void Table::PrefetchEntry(const FlowProbe& probe) const {
+  if (!probe.lookup) return;
+  const uint16_t tag = TagOf(probe.hash);
   uint32_t b[2];
-  TableInternals::Buckets(*this, h, b[0], b[1]);
+  TableInternals::Buckets(*this, probe.hash, b[0], b[1]);
+  bool any = false;
   for (uint32_t bucket : b) {
     const uint32_t base = bucket * kBucketSlots;
     for (uint32_t m = MatchTags(&tags_[base], tag); m != 0; m &= m - 1) {
       __builtin_prefetch(&entries_[base + __builtin_ctz(m) / 2]);  // 32 bytes: one line
+      any = true;
+    }
+  }
+  if (!any) {
+    // Most likely a new connection: the slot Reserve() will take first.
+    const uint32_t free_slot = TableInternals::FreeSlotIn(*this, b[0]);
+    if (free_slot != UINT32_MAX) __builtin_prefetch(&entries_[free_slot], 1);
+  }
+}
+
+void Table::PrefetchRecord(const FlowProbe& probe) const {
+  if (!probe.record) return;
+  const uint16_t tag = TagOf(probe.hash);
+  uint32_t b[2];
+  TableInternals::Buckets(*this, probe.hash, b[0], b[1]);
+  for (uint32_t bucket : b) {
+    const uint32_t base = bucket * kBucketSlots;
+    for (uint32_t m = MatchTags(&tags_[base], tag); m != 0; m &= m - 1) {
+      const Entry& e = entries_[base + __builtin_ctz(m) / 2];
+      if (const TcpConn* tcp = TableInternals::Tcp(*this, e)) __builtin_prefetch(tcp, 1);
+      if (const uint8_t* v6 = TableInternals::V6(*this, e)) __builtin_prefetch(v6);
     }
   }
 }
+
+void Table::PrefetchIndex(const PacketFacts& p) const { PrefetchIndex(Probe(p)); }
+void Table::PrefetchEntry(const PacketFacts& p) const { PrefetchEntry(Probe(p)); }
 
 std::optional<ConnInfo> Table::Lookup(const FlowFacts& f, Nanos now) const {
   Key k;

@@ -111,6 +111,15 @@ struct ConnInfo {
   Nanos last_seen = 0;   // time of the last packet (absolute, same scale as `now`)
 };
 
+// A packet's table hash, computed once by Table::Probe() and handed to the batched calls
+// (the prefetch stages and Track) so that a batching worker hashes each packet once. Only
+// meaningful for the table that computed it (and the packet it was computed from).
+struct FlowProbe {
+  uint64_t hash = 0;
+  bool lookup = false;  // false: nothing to prefetch (no key, fragment, ICMP error)
+  bool record = false;  // TCP or IPv6: the entry has a pool record (PrefetchRecord)
+};
+
 class Table {
  public:
   // Bytes of one slot (32-byte entry + 2-byte index tag); the slot array is
@@ -129,10 +138,22 @@ class Table {
   // Classifies `p` and updates its connection (see the contract above). `timeouts` is read
   // at this call to set the connection's new deadline.
   TrackResult Track(const PacketFacts& p, const TimeoutPolicy& timeouts, Nanos now);
-  // Optional, for batches: overlap the memory latency of several packets. Call
-  // PrefetchIndex(p) some 8 packets ahead of Track(p) (brings p's two tag lines in) and
-  // PrefetchEntry(p) some 4 packets ahead (reads those tags, brings the matching entry in).
-  // Neither changes any state.
+  // Optional, for batches: overlap the memory latency of several packets (a lookup at 1M
+  // connections waits for 2 dependent misses, 3 for TCP/IPv6: tag line, entry, record).
+  // A worker computes probe = Probe(p) for its batch, then per packet i calls
+  //   PrefetchIndex(probe[i + 8])   brings the two tag lines in,
+  //   PrefetchEntry(probe[i + 4])   reads them, brings the matching entry (or, for a new
+  //                                 connection, the slot it will take) in,
+  //   PrefetchRecord(probe[i + 2])  reads that entry, brings its TCP/IPv6 record in,
+  //   Track(p[i], probe[i], ...)    as Track(p, ...), without hashing again.
+  // None of the prefetch calls changes any state; all are optional, in any combination.
+  // The PacketFacts overloads hash again (kept for callers without a probe).
+  FlowProbe Probe(const PacketFacts& p) const;
+  void PrefetchIndex(const FlowProbe& probe) const;
+  void PrefetchEntry(const FlowProbe& probe) const;
+  void PrefetchRecord(const FlowProbe& probe) const;
+  TrackResult Track(const PacketFacts& p, const FlowProbe& probe, const TimeoutPolicy& timeouts,
+                    Nanos now);
   void PrefetchIndex(const PacketFacts& p) const;
   void PrefetchEntry(const PacketFacts& p) const;
   // Makes a tentative connection real. No-op for anything else (existing connections,
