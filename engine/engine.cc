@@ -159,7 +159,7 @@ struct BindingState {
   BindingState(const EngineOptions& o, const ct::TimeoutPolicy* root)
       : table(TableOpts(o)), timeouts(root) {
     // calloc: the zero pages are mapped lazily, so an idle binding costs address space only.
-    cache_slots = table.MemoryBytes() / ct::Table::kSlotBytes;
+    cache_slots = table.slot_count();
     cache.reset(static_cast<CachedDecision*>(std::calloc(cache_slots * 2, sizeof(CachedDecision))));
     if (cache == nullptr) cache_slots = 0;
   }
