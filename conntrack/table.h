@@ -140,10 +140,12 @@ class Table {
   TrackResult Track(const PacketFacts& p, const TimeoutPolicy& timeouts, Nanos now);
   // Optional, for batches: overlap the memory latency of several packets (a lookup at 1M
   // connections waits for 2 dependent misses, 3 for TCP/IPv6: tag line, entry, record).
-  // A worker computes probe = Probe(p) for its batch, then per packet i calls
-  //   PrefetchIndex(probe[i + 8])   brings the two tag lines in,
-  //   PrefetchEntry(probe[i + 4])   reads them, brings the matching entry (or, for a new
-  //                                 connection, the slot it will take) in,
+  // bench/conntrack_bench.cc (TrackBatch) is the reference loop. A worker computes
+  // probe = Probe(p) for its batch, then per packet i calls
+  //   PrefetchIndex(probe[i + 16])  brings the first bucket's tag line in,
+  //   PrefetchEntry(probe[i + 8])   reads it, brings the matching entry in (no match:
+  //                                 the second bucket's tag line and the free slot a
+  //                                 new connection would take),
   //   PrefetchRecord(probe[i + 2])  reads that entry, brings its TCP/IPv6 record in,
   //   Track(p[i], probe[i], ...)    as Track(p, ...), without hashing again.
   // None of the prefetch calls changes any state; all are optional, in any combination.
