@@ -101,6 +101,8 @@ class Daemon {
   absl::Status Start();
   absl::Status ApplySteering(const std::vector<std::string>& portdevs);
   void WorkerLoop(Worker& w);
+  // Removes expired connections a little at a time (Engine::Maintain), at most every 50 ms.
+  void SweepExpired(const ct::Clock& clock, ct::Nanos& next_sweep);
   void Shutdown();
   std::vector<std::string> Portdevs() const;  // of policy_
 
