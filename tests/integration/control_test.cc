@@ -13,61 +13,30 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
-#include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/integration/lab_fixture.h"
 #include "tools/lab/lab.h"
 #include "tools/lab/subprocess.h"
 
 namespace nwfq {
 namespace {
 
+using testing::Argv;
 using ::testing::HasSubstr;
+using testing::MustRun;
 using ::testing::Not;
-using Argv = std::vector<std::string>;
+using testing::ReadFile;
+using testing::WaitForText;
+using testing::WriteFile;
 namespace fs = std::filesystem;
-
-constexpr char kNwfqd[] = NWFQD_PATH;
-constexpr char kNwfqctl[] = NWFQCTL_PATH;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::trunc);
-  out << text;
-}
-
-sub::RunResult MustRun(const Argv& argv, absl::Duration timeout = absl::Seconds(20)) {
-  absl::StatusOr<sub::RunResult> r = sub::Run(argv, {.stdin_data = "", .timeout = timeout});
-  EXPECT_TRUE(r.ok()) << r.status();
-  return r.ok() ? *r : sub::RunResult{};
-}
-
-std::string SteeringRules() {
-  std::string rules;
-  for (const char* tool : {"iptables", "ip6tables"}) {
-    sub::RunResult r = MustRun(lab::InNs(lab::kHostNs, {tool, "-w", "-S"}));
-    for (absl::string_view line : absl::StrSplit(r.out, '\n')) {
-      if (absl::StrContains(line, "NWFQ")) absl::StrAppend(&rules, tool, " ", line, "\n");
-    }
-  }
-  return rules;
-}
 
 // A filter in the reload test's own directory: tcp/5001 in (the transfer), ping out, the
 // rest dropped. `extra` adds rules inside the filter.
@@ -95,106 +64,13 @@ std::string BindingXml(const std::string& dev, const std::string& filter) {
                       filter, "'/>\n</filterbinding>\n");
 }
 
-class ControlTest : public ::testing::Test {
+// nwfqd with a control socket (nwfqctl talks to it); each test starts it with its filters.
+class ControlTest : public testing::LabFixture {
  protected:
   void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "integration tests need root (namespaces, iptables)";
-    absl::StatusOr<sub::RunResult> ns = sub::Run({"ip", "netns", "list"});
-    if (!ns.ok() || !ns->ok()) GTEST_SKIP() << "`ip netns` is unavailable here";
-    absl::Status down = lab::Down();
-    ASSERT_TRUE(down.ok()) << down;
-    absl::Status up = lab::Up();
-    ASSERT_TRUE(up.ok()) << up;
-    lab_up_ = true;
-    char tmpl[] = "/tmp/nwfq-control-test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    log_path_ = dir_ + "/nwfqd.log";
-    control_ = dir_ + "/nwfqd.sock";
+    LabFixture::SetUp();
+    nwfqd_args_ = {"--control", control_};
   }
-
-  void TearDown() override {
-    for (auto it = children_.rbegin(); it != children_.rend(); ++it)
-      sub::Stop(*it, SIGTERM, absl::Seconds(3));
-    children_.clear();
-    if (nwfqd_ > 0) {
-      const int code = sub::Stop(nwfqd_, SIGTERM, absl::Seconds(10));
-      EXPECT_EQ(code, 0) << "nwfqd log:\n" << ReadFile(log_path_);
-      nwfqd_ = -1;
-    }
-    if (lab_up_) {
-      EXPECT_EQ(SteeringRules(), "") << "nwfqd left steering rules behind";
-      absl::Status down = lab::Down();
-      EXPECT_TRUE(down.ok()) << down;
-    }
-    if (!dir_.empty()) {
-      if (HasFailure()) std::fprintf(stderr, "nwfqd log:\n%s", ReadFile(log_path_).c_str());
-      std::error_code ec;
-      fs::remove_all(dir_, ec);
-    }
-    if (created_sshd_dir_) rmdir("/run/sshd");  // only if we made it and it is empty
-  }
-
-  void StartNwfqd(Argv args) {
-    Argv argv = {kNwfqd, "--control", control_, "--log-verdicts", "--log-rate", "1000"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    absl::StatusOr<pid_t> pid = sub::Spawn(lab::InNs(lab::kHostNs, argv), log_path_);
-    ASSERT_TRUE(pid.ok()) << pid.status();
-    nwfqd_ = *pid;
-    for (int i = 0; i < 200; ++i) {  // ready = queue bound, steering and socket in place
-      if (absl::StrContains(ReadFile(log_path_), "nwfqd: ready")) return;
-      const int code = sub::WaitFor(nwfqd_, absl::Milliseconds(100));
-      if (code != -1) {
-        nwfqd_ = -1;
-        FAIL() << "nwfqd exited with " << code << ":\n" << ReadFile(log_path_);
-      }
-    }
-    FAIL() << "nwfqd not ready after 20 s:\n" << ReadFile(log_path_);
-  }
-
-  sub::RunResult Ctl(Argv args) {
-    Argv argv = {kNwfqctl, "--control", control_};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return MustRun(lab::InNs(lab::kHostNs, argv), absl::Seconds(15));
-  }
-
-  pid_t Spawn(const Argv& argv, const std::string& log) {
-    absl::StatusOr<pid_t> pid = sub::Spawn(argv, log);
-    EXPECT_TRUE(pid.ok()) << pid.status();
-    if (!pid.ok()) return -1;
-    children_.push_back(*pid);
-    return *pid;
-  }
-
-  // Waits (bounded) until `path` contains `text`.
-  bool WaitForText(const std::string& path, const std::string& text, absl::Duration limit) {
-    const absl::Time end = absl::Now() + limit;
-    while (absl::Now() < end) {
-      if (absl::StrContains(ReadFile(path), text)) return true;
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    return false;
-  }
-
-  bool WaitListening(const std::string& ns, int port) {
-    for (int i = 0; i < 50; ++i) {
-      sub::RunResult r = MustRun(lab::InNs(ns, {"ss", "-Hltn", absl::StrCat("sport = :", port)}));
-      if (absl::StrContains(r.out, "LISTEN")) return true;
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    return false;
-  }
-
-  sub::RunResult Ping(const std::string& ns, const std::string& dst, int count = 1) {
-    return MustRun(
-        lab::InNs(ns, {"ping", "-n", "-c", std::to_string(count), "-i", "0.2", "-W", "1", dst}));
-  }
-
-  std::string dir_, log_path_, control_;
-  bool lab_up_ = false;
-  bool created_sshd_dir_ = false;
-  pid_t nwfqd_ = -1;
-  std::vector<pid_t> children_;
 };
 
 TEST_F(ControlTest, ReloadUnderTrafficKeepsConnectionsAndRefusesBadFilters) {
@@ -203,7 +79,7 @@ TEST_F(ControlTest, ReloadUnderTrafficKeepsConnectionsAndRefusesBadFilters) {
   fs::create_directories(bindings);
   WriteFile(filters + "/transfer.xml", TransferFilter());
   WriteFile(bindings + "/vnet0.xml", BindingXml("vnet0", "nwfq-test-transfer"));
-  StartNwfqd({"--filters", filters, "--bindings", bindings});
+  ASSERT_NO_FATAL_FAILURE(StartNwfqd({"--filters", filters, "--bindings", bindings}));
 
   // The VM sends 80 lines, one every 0.1 s (8 s); the peer reads them all.
   const Argv server = {"timeout", "40", "socat", "TCP-LISTEN:5001,reuseaddr",
@@ -255,10 +131,8 @@ TEST_F(ControlTest, ReloadUnderTrafficKeepsConnectionsAndRefusesBadFilters) {
   EXPECT_EQ(std::count(got.begin(), got.end(), '\n'), 80);
 
   // The old (valid) policy is still enforced: ping out passes, tcp/5002 in is dropped.
-  EXPECT_EQ(Ping(lab::kVmNs, lab::kPeerIp4).exit_code, 0);
-  sub::RunResult blocked = MustRun(
-      lab::InNs(lab::kPeerNs, {"timeout", "10", "socat", "-T", "3", "-",
-                               absl::StrCat("TCP:", lab::kVmIp4, ":5002,connect-timeout=2")}));
+  EXPECT_EQ(Ping(lab::kVmNs, lab::kPeerIp4, 1).exit_code, 0);
+  sub::RunResult blocked = Connect(lab::kPeerNs, lab::kVmIp4, 5002);
   EXPECT_NE(blocked.exit_code, 0);
   EXPECT_THAT(blocked.err, HasSubstr("timed out"));
   r = Ctl({"status"});
@@ -268,14 +142,21 @@ TEST_F(ControlTest, ReloadUnderTrafficKeepsConnectionsAndRefusesBadFilters) {
 
 class ConnlimitTest : public ControlTest {
  protected:
+  void TearDown() override {
+    ControlTest::TearDown();                    // stops sshd first
+    if (created_sshd_dir_) rmdir("/run/sshd");  // only if we made it and it is empty
+  }
+
   void StartWithConnlimit() {
     const std::string src = NWFQ_SOURCE_DIR "/tests/integration";
     StartNwfqd({"--filters", src + "/filters", "--binding", src + "/bindings/vnet0-connlimit.xml"});
   }
+
+  bool created_sshd_dir_ = false;
 };
 
 TEST_F(ConnlimitTest, OnePingAtATimeAndIcmpTimeoutAtRunTime) {
-  StartWithConnlimit();
+  ASSERT_NO_FATAL_FAILURE(StartWithConnlimit());
   sub::RunResult r = Ctl({"timeout", "set", "icmp", "3"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(Ctl({"timeout", "get", "icmp"}).out, HasSubstr("icmp 3 *"));
@@ -333,7 +214,7 @@ TEST_F(ConnlimitTest, OneInboundSshPerRemoteSource) {
                          "no\nKbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin "
                          "prohibit-password\nStrictModes no\nPidFile ",
                          ssh, "/sshd.pid\n"));
-  StartWithConnlimit();
+  ASSERT_NO_FATAL_FAILURE(StartWithConnlimit());
   Spawn(lab::InNs(lab::kVmNs,
                   {"timeout", "60", "/usr/sbin/sshd", "-D", "-e", "-f", ssh + "/sshd_config"}),
         dir_ + "/sshd.log");

@@ -19,9 +19,7 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -35,6 +33,7 @@
 #include "parser/binding.h"
 #include "parser/filter_set.h"
 #include "parser/instantiate.h"
+#include "tests/integration/lab_fixture.h"
 #include "tools/lab/lab.h"
 #include "tools/lab/subprocess.h"
 #include "tools/nwfqd/l2_offload.h"
@@ -43,29 +42,12 @@ namespace nwfq {
 namespace {
 
 using ::testing::HasSubstr;
+using testing::MustRun;
 using ::testing::Not;
-using Argv = std::vector<std::string>;
+using testing::ReadFile;
+using testing::WriteFile;
 
-constexpr char kNwfqd[] = NWFQD_PATH;
 constexpr char kNs[] = "nwfq-dpl2";  // scratch namespace of L2OffloadFidelity
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path);
-  out << text;
-}
-
-sub::RunResult MustRun(const Argv& argv, absl::Duration timeout = absl::Seconds(20)) {
-  absl::StatusOr<sub::RunResult> r = sub::Run(argv, {.stdin_data = "", .timeout = timeout});
-  EXPECT_TRUE(r.ok()) << r.status();
-  return r.ok() ? *r : sub::RunResult{};
-}
 
 std::string BindingXml(const std::string& filter, const std::string& params) {
   return absl::StrCat(
@@ -114,143 +96,43 @@ constexpr char kIpv6Filter[] = R"(<filter name='nwfq-ipv6' chain='root'>
 </filter>
 )";
 
-class DataplaneTest : public ::testing::Test {
+// Each test binds vnet0 to a filter of its own (UseFilter) or a predefined one, then starts
+// nwfqd with a control socket.
+class DataplaneTest : public testing::LabFixture {
  protected:
-  void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "integration tests need root (namespaces, iptables)";
-    absl::StatusOr<sub::RunResult> ns = sub::Run({"ip", "netns", "list"});
-    if (!ns.ok() || !ns->ok()) GTEST_SKIP() << "`ip netns` is unavailable here";
-    char tmpl[] = "/tmp/nwfq-dataplane-test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    std::filesystem::create_directory(dir_ + "/filters");
-    log_path_ = dir_ + "/nwfqd.log";
-    absl::Status down = lab::Down();
-    ASSERT_TRUE(down.ok()) << down;
-    absl::Status up = lab::Up();
-    ASSERT_TRUE(up.ok()) << up;
-    lab_up_ = true;
-  }
-
-  void TearDown() override {
-    for (pid_t pid : helpers_) sub::Stop(pid, SIGTERM, absl::Seconds(2));
-    helpers_.clear();
-    if (nwfqd_ > 0) {
-      const int code = sub::Stop(nwfqd_, SIGTERM, absl::Seconds(10));
-      EXPECT_EQ(code, 0) << "nwfqd log:\n" << ReadFile(log_path_);
-      nwfqd_ = -1;
-    }
-    if (lab_up_) {
-      EXPECT_EQ(KernelRules(), "") << "nwfqd left rules behind";
-      absl::Status down = lab::Down();
-      EXPECT_TRUE(down.ok()) << down;
-    }
-    if (HasFailure()) std::fprintf(stderr, "nwfqd log:\n%s", ReadFile(log_path_).c_str());
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
-  }
-
-  // Filter `xml` in its own directory, bound to vnet0 with `params`.
+  // Filter `xml` in the test's own directory, bound to vnet0 with `params`.
   void UseFilter(const std::string& name, const std::string& xml,
                  const std::string& params = "<parameter name='IP' value='198.18.0.2'/>") {
+    std::filesystem::create_directories(dir_ + "/filters");
     WriteFile(absl::StrCat(dir_, "/filters/", name, ".xml"), xml);
-    filters_dir_ = dir_ + "/filters";
-    WriteFile(dir_ + "/binding.xml", BindingXml(name, params));
+    Bind(dir_ + "/filters", name, params);
   }
   void UsePredefined(const std::string& filter, const std::string& params) {
-    filters_dir_ = absl::StrCat(NWFQ_SHARED_DIR, "/nwfilter/predefined");
+    Bind(absl::StrCat(NWFQ_SHARED_DIR, "/nwfilter/predefined"), filter, params);
+  }
+
+  std::string filters_dir_;
+
+ private:
+  // vnet0 -> `filter` from `filters_dir` in dir_/binding.xml, and nwfqd's arguments for it.
+  void Bind(const std::string& filters_dir, const std::string& filter, const std::string& params) {
+    filters_dir_ = filters_dir;
     WriteFile(dir_ + "/binding.xml", BindingXml(filter, params));
+    nwfqd_args_ = {"--filters",           filters_dir_, "--binding",
+                   dir_ + "/binding.xml", "--control",  control_};
   }
-
-  void StartNwfqd(Argv extra = {}) {
-    Argv argv = {kNwfqd,           "--filters",  filters_dir_, "--binding", dir_ + "/binding.xml",
-                 "--log-verdicts", "--log-rate", "1000",       "--control", dir_ + "/ctl.sock"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    const size_t before = ReadFile(log_path_).size();
-    absl::StatusOr<pid_t> pid = sub::Spawn(lab::InNs(lab::kHostNs, argv), log_path_);
-    ASSERT_TRUE(pid.ok()) << pid.status();
-    nwfqd_ = *pid;
-    for (int i = 0; i < 200; ++i) {  // bounded: 20 s
-      if (absl::StrContains(ReadFile(log_path_).substr(before), "nwfqd: ready")) return;
-      const int code = sub::WaitFor(nwfqd_, absl::Milliseconds(100));
-      if (code != -1) {
-        nwfqd_ = -1;
-        FAIL() << "nwfqd exited with " << code << ":\n" << ReadFile(log_path_);
-      }
-    }
-    FAIL() << "nwfqd not ready after 20 s:\n" << ReadFile(log_path_);
-  }
-
-  // SIGTERM, exit 0; returns the log.
-  std::string StopNwfqd() {
-    EXPECT_EQ(sub::Stop(nwfqd_, SIGTERM, absl::Seconds(10)), 0);
-    nwfqd_ = -1;
-    return ReadFile(log_path_);
-  }
-
-  // nwfq's rules in the host namespace: iptables, ip6tables (NWFQ-*) and ebtables nat.
-  std::string KernelRules() {
-    std::string rules;
-    for (const char* tool : {"iptables", "ip6tables"}) {
-      sub::RunResult r = MustRun(lab::InNs(lab::kHostNs, {tool, "-w", "-S"}));
-      for (absl::string_view line : absl::StrSplit(r.out, '\n')) {
-        if (absl::StrContains(line, "NWFQ")) absl::StrAppend(&rules, tool, " ", line, "\n");
-      }
-    }
-    sub::RunResult e = MustRun(lab::InNs(lab::kHostNs, {"ebtables-save", "-t", "nat"}));
-    for (absl::string_view line : absl::StrSplit(e.out, '\n')) {
-      if (absl::StrContains(line, "NWFQ")) absl::StrAppend(&rules, "ebtables ", line, "\n");
-    }
-    return rules;
-  }
-
-  // A TCP server in `ns` on `port` answering "nwfq-ok" (bounded: 60 s).
-  void Listen(const std::string& ns, int port, bool ipv6 = false) {
-    absl::StatusOr<pid_t> pid = sub::Spawn(
-        lab::InNs(ns, {"timeout", "60", "socat",
-                       absl::StrCat(ipv6 ? "TCP6-LISTEN:" : "TCP-LISTEN:", port, ",reuseaddr,fork"),
-                       "EXEC:echo nwfq-ok"}));
-    ASSERT_TRUE(pid.ok()) << pid.status();
-    helpers_.push_back(*pid);
-    for (int i = 0; i < 50; ++i) {
-      sub::RunResult r = MustRun(lab::InNs(ns, {"ss", "-Hltn", absl::StrCat("sport = :", port)}));
-      if (absl::StrContains(r.out, "LISTEN")) return;
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    FAIL() << "listener on port " << port << " did not come up";
-  }
-
-  // Connects from `ns` to host:port (TCP), optionally from a fixed source port.
-  sub::RunResult Connect(const std::string& ns, const std::string& addr, int port, int sport = 0) {
-    std::string target =
-        absl::StrCat(absl::StrContains(addr, ':') ? "TCP6:[" : "TCP:", addr,
-                     absl::StrContains(addr, ':') ? "]:" : ":", port, ",connect-timeout=2");
-    if (sport != 0) absl::StrAppend(&target, ",sourceport=", sport, ",reuseaddr,linger=0");
-    return MustRun(lab::InNs(ns, {"timeout", "10", "socat", "-T", "3", "-t", "2", "-", target}));
-  }
-
-  sub::RunResult Ping(const std::string& ns, const std::string& dst, Argv extra = {}) {
-    Argv argv = {"ping", "-n", "-c", "2", "-i", "0.2", "-W", "1"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    argv.push_back(dst);
-    return MustRun(lab::InNs(ns, argv));
-  }
-
-  std::string dir_, filters_dir_, log_path_;
-  bool lab_up_ = false;
-  pid_t nwfqd_ = -1;
-  std::vector<pid_t> helpers_;
 };
 
 TEST_F(DataplaneTest, StatematchFalseTcp12345PassesBothWays) {
   UseFilter("nwfq-stateless", kStatelessFilter);
-  StartNwfqd();
+  ASSERT_NO_FATAL_FAILURE(StartNwfqd());
   Listen(lab::kPeerNs, 80);
   // VM from source port 12345 -> peer:80: FI --sport 12345 RETURN, replies FO --dport
   // 12345 ACCEPT (the stateless rule read the other way round).
-  sub::RunResult r = Connect(lab::kVmNs, lab::kPeerIp4, 80, 12345);
+  sub::RunResult r = Connect(lab::kVmNs, lab::kPeerIp4, 80, {.source_port = 12345});
   EXPECT_THAT(r.out, HasSubstr("nwfq-ok")) << r.err;
   // Any other source port: the final drop (a timeout, not a refusal).
-  r = Connect(lab::kVmNs, lab::kPeerIp4, 80, 12346);
+  r = Connect(lab::kVmNs, lab::kPeerIp4, 80, {.source_port = 12346});
   EXPECT_THAT(r.out, Not(HasSubstr("nwfq-ok")));
   EXPECT_THAT(r.err, HasSubstr("timed out"));
   // peer -> VM:12345: FO --dport 12345 ACCEPT, replies FI --sport 12345 RETURN.
@@ -268,7 +150,7 @@ TEST_F(DataplaneTest, StatematchFalseTcp12345PassesBothWays) {
 // pair), so both directions of each connection meet the same state.
 TEST_F(DataplaneTest, FourQueuesFanOutAndKeepConnectionsWhole) {
   UseFilter("nwfq-stateless", kStatelessFilter);
-  StartNwfqd({"--queues", "0-3"});
+  ASSERT_NO_FATAL_FAILURE(StartNwfqd({"--queues", "0-3"}));
   EXPECT_THAT(KernelRules(), HasSubstr("-j NFQUEUE --queue-balance 0:3"));
   Listen(lab::kVmNs, 12345);
   for (int i = 0; i < 3; ++i) {  // bounded: three connections
@@ -287,18 +169,10 @@ TEST_F(DataplaneTest, ReloadAddingATapUpdatesSteeringInPlace) {
   UseFilter("nwfq-stateless", kStatelessFilter);
   std::filesystem::create_directory(dir_ + "/bindings");
   std::filesystem::rename(dir_ + "/binding.xml", dir_ + "/bindings/vnet0.xml");
-  {  // started with --bindings DIR (StartNwfqd uses --binding FILE), so a reload re-reads it
-    Argv start = {
-        kNwfqd,      "--filters",        filters_dir_,     "--bindings", dir_ + "/bindings",
-        "--control", dir_ + "/ctl.sock", "--log-verdicts", "--log-rate", "1000"};
-    absl::StatusOr<pid_t> pid = sub::Spawn(lab::InNs(lab::kHostNs, start), log_path_);
-    ASSERT_TRUE(pid.ok()) << pid.status();
-    nwfqd_ = *pid;
-    for (int i = 0; i < 200 && !absl::StrContains(ReadFile(log_path_), "nwfqd: ready"); ++i) {
-      ASSERT_EQ(sub::WaitFor(nwfqd_, absl::Milliseconds(100)), -1) << ReadFile(log_path_);
-    }
-    ASSERT_THAT(ReadFile(log_path_), HasSubstr("nwfqd: ready"));
-  }
+  // Started with --bindings DIR (UseFilter binds with --binding FILE), so a reload re-reads it.
+  nwfqd_args_ = {"--filters",        filters_dir_, "--bindings",
+                 dir_ + "/bindings", "--control",  control_};
+  ASSERT_NO_FATAL_FAILURE(StartNwfqd());
   Listen(lab::kVmNs, 12345);
   const std::string vnet1 = absl::StrReplaceAll(
       ReadFile(dir_ + "/bindings/vnet0.xml"),
@@ -327,7 +201,7 @@ TEST_F(DataplaneTest, ReloadAddingATapUpdatesSteeringInPlace) {
 
 TEST_F(DataplaneTest, RejectRefusesTcpWithRstAndUdpWithIcmpPortUnreachable) {
   UseFilter("nwfq-reject", kRejectFilter);
-  StartNwfqd({"--reject-tcp-with", "rst"});
+  ASSERT_NO_FATAL_FAILURE(StartNwfqd({"--reject-tcp-with", "rst"}));
   Listen(lab::kVmNs, 23);  // a listener: without the reject the connect would succeed
   const absl::Time t0 = absl::Now();
   sub::RunResult r = Connect(lab::kPeerNs, lab::kVmIp4, 23);
@@ -356,28 +230,26 @@ TEST_F(DataplaneTest, RejectRefusesTcpWithRstAndUdpWithIcmpPortUnreachable) {
 TEST_F(DataplaneTest, FailOpenPassesAndFailClosedBlocksAfterKill9) {
   UseFilter("nwfq-stateless", kStatelessFilter);
   // Fail-open: --queue-bypass on every rule and nobody listening = the kernel accepts.
-  StartNwfqd({"--fail-open"});
-  ASSERT_EQ(sub::Stop(nwfqd_, SIGKILL, absl::Seconds(5)), 128 + SIGKILL);
-  nwfqd_ = -1;
+  ASSERT_NO_FATAL_FAILURE(StartNwfqd({"--fail-open"}));
+  ASSERT_EQ(KillNwfqd(), 128 + SIGKILL);
   EXPECT_THAT(KernelRules(), HasSubstr("--queue-bypass"));
   sub::RunResult r = Ping(lab::kVmNs, lab::kPeerIp4);
   EXPECT_THAT(r.out, HasSubstr(" 0% packet loss")) << "fail-open must let traffic through";
   // Fail-closed: a new nwfqd replaces the stale rules; after kill -9, traffic stops.
-  StartNwfqd();
+  ASSERT_NO_FATAL_FAILURE(StartNwfqd());
   EXPECT_THAT(KernelRules(), Not(HasSubstr("--queue-bypass")));
-  ASSERT_EQ(sub::Stop(nwfqd_, SIGKILL, absl::Seconds(5)), 128 + SIGKILL);
-  nwfqd_ = -1;
+  ASSERT_EQ(KillNwfqd(), 128 + SIGKILL);
   r = Ping(lab::kVmNs, lab::kPeerIp4);
   EXPECT_THAT(r.out, HasSubstr(" 100% packet loss")) << "fail-closed must block";
   // A clean run removes everything (checked again in TearDown).
-  StartNwfqd();
+  ASSERT_NO_FATAL_FAILURE(StartNwfqd());
   StopNwfqd();
   EXPECT_EQ(KernelRules(), "");
 }
 
 TEST_F(DataplaneTest, SteeringAndOffloadRulesGoneAfterExit) {
   UsePredefined("clean-traffic", "<parameter name='IP' value='198.18.0.2'/>");
-  StartNwfqd();
+  ASSERT_NO_FATAL_FAILURE(StartNwfqd());
   const std::string rules = KernelRules();
   EXPECT_THAT(rules, HasSubstr("iptables -A NWFQ-FWD -m physdev --physdev-in vnet0"));
   EXPECT_THAT(rules, HasSubstr("ip6tables -A NWFQ-FWD -m physdev --physdev-in vnet0"));
@@ -389,7 +261,7 @@ TEST_F(DataplaneTest, SteeringAndOffloadRulesGoneAfterExit) {
 
 TEST_F(DataplaneTest, Ipv6PingAndTcpWithNeighbourDiscovery) {
   UseFilter("nwfq-ipv6", kIpv6Filter);
-  StartNwfqd();
+  ASSERT_NO_FATAL_FAILURE(StartNwfqd());
   // Fresh neighbour caches: discovery itself goes through nwfqd.
   MustRun(lab::InNs(lab::kVmNs, {"ip", "-6", "neigh", "flush", "all"}));
   MustRun(lab::InNs(lab::kPeerNs, {"ip", "-6", "neigh", "flush", "all"}));
@@ -414,7 +286,7 @@ TEST_F(DataplaneTest, L2OffloadDropsSpoofedMacAndForeignArp) {
   const std::string predefined = absl::StrCat(NWFQ_SHARED_DIR, "/nwfilter/predefined");
   if (!std::filesystem::exists(predefined)) GTEST_SKIP() << "no shared data at " << predefined;
   UsePredefined("clean-traffic", "<parameter name='IP' value='198.18.0.2'/>");
-  StartNwfqd();
+  ASSERT_NO_FATAL_FAILURE(StartNwfqd());
   EXPECT_THAT(ReadFile(log_path_), HasSubstr("layer 2 offloaded"));
   // Proper traffic passes.
   sub::RunResult r = Ping(lab::kVmNs, lab::kPeerIp4);
@@ -424,7 +296,7 @@ TEST_F(DataplaneTest, L2OffloadDropsSpoofedMacAndForeignArp) {
   MustRun(lab::InNs(lab::kVmNs, {"ip", "addr", "add", "198.18.0.9/24", "dev", "eth0"}));
   MustRun(lab::InNs(lab::kPeerNs, {"ip", "neigh", "flush", "all"}));
   MustRun(lab::InNs(lab::kVmNs, {"ip", "neigh", "flush", "all"}));  // the VM must ARP
-  r = Ping(lab::kVmNs, lab::kPeerIp4, {"-I", "198.18.0.9"});
+  r = Ping(lab::kVmNs, lab::kPeerIp4, 2, {"-I", "198.18.0.9"});
   EXPECT_THAT(r.out, HasSubstr(" 100% packet loss"));
   r = MustRun(lab::InNs(lab::kPeerNs, {"ip", "neigh", "show", "198.18.0.9"}));
   EXPECT_EQ(r.out, "") << "the spoofed ARP reached the peer";
@@ -447,7 +319,7 @@ TEST_F(DataplaneTest, NoL2OffloadSaysWhichRulesAreNotEnforced) {
   const std::string predefined = absl::StrCat(NWFQ_SHARED_DIR, "/nwfilter/predefined");
   if (!std::filesystem::exists(predefined)) GTEST_SKIP() << "no shared data at " << predefined;
   UsePredefined("clean-traffic", "<parameter name='IP' value='198.18.0.2'/>");
-  StartNwfqd({"--no-l2-offload"});
+  ASSERT_NO_FATAL_FAILURE(StartNwfqd({"--no-l2-offload"}));
   const std::string log = ReadFile(log_path_);
   EXPECT_THAT(log, HasSubstr("not enforced for non-IP frames"));
   EXPECT_THAT(log, HasSubstr("no-arp-mac-spoofing.xml"));
@@ -457,7 +329,7 @@ TEST_F(DataplaneTest, NoL2OffloadSaysWhichRulesAreNotEnforced) {
   MustRun(lab::InNs(lab::kVmNs, {"ip", "addr", "add", "198.18.0.9/24", "dev", "eth0"}));
   MustRun(lab::InNs(lab::kPeerNs, {"ip", "neigh", "flush", "all"}));
   MustRun(lab::InNs(lab::kVmNs, {"ip", "neigh", "flush", "all"}));  // the VM must ARP
-  sub::RunResult r = Ping(lab::kVmNs, lab::kPeerIp4, {"-I", "198.18.0.9"});
+  sub::RunResult r = Ping(lab::kVmNs, lab::kPeerIp4, 2, {"-I", "198.18.0.9"});
   EXPECT_THAT(r.out, HasSubstr(" 100% packet loss"));
   r = MustRun(lab::InNs(lab::kPeerNs, {"ip", "neigh", "show", "198.18.0.9"}));
   EXPECT_THAT(r.out, HasSubstr("52:54:00:00:00:02"));
