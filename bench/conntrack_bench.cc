@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -29,6 +30,16 @@ void Sizes(benchmark::internal::Benchmark* b) {
 void SetTuple(PacketFacts& p, uint32_t i, bool reply) {
   uint8_t* a = reply ? p.flow.dst.data() : p.flow.src.data();
   uint8_t* b = reply ? p.flow.src.data() : p.flow.dst.data();
+  if (p.flow.family == 6) {  // 2001:db8::10.x.y.z and 2001:db8::198.18.0.1
+    std::memset(a, 0, 16);
+    std::memset(b, 0, 16);
+    a[0] = b[0] = 0x20;
+    a[1] = b[1] = 0x01;
+    a[2] = b[2] = 0x0d;
+    a[3] = b[3] = 0xb8;
+    a += 12;
+    b += 12;
+  }
   a[0] = 10;
   a[1] = static_cast<uint8_t>(i >> 16);
   a[2] = static_cast<uint8_t>(i >> 8);
@@ -42,7 +53,7 @@ void SetTuple(PacketFacts& p, uint32_t i, bool reply) {
   p.flow.dport = reply ? sp : dp;
 }
 
-PacketFacts UdpFlow(uint32_t i, bool reply) {
+PacketFacts UdpFlow(uint32_t i, bool reply, bool v6 = false) {
   PacketFacts p;
   p.flow.family = 4;
   p.flow.l4proto = 17;
@@ -60,6 +71,10 @@ PacketFacts UdpFlow(uint32_t i, bool reply) {
   p.flow.sport = reply ? dp : sp;
   p.flow.dport = reply ? sp : dp;
   p.payload_len = 64;
+  if (v6) {
+    p.flow.family = 6;
+    SetTuple(p, i, reply);
+  }
   return p;
 }
 
@@ -109,16 +124,16 @@ std::vector<uint32_t> Shuffled(uint32_t n, uint32_t seed) {
 // Lookup-and-update of existing UDP connections in random order, both directions.
 // `batched`: in batches of kBatch through TrackBatch, as the worker does; else one Track
 // per packet (same packet construction, no prefetch).
-void UdpHit(benchmark::State& state, bool batched) {
+void UdpHit(benchmark::State& state, bool batched, bool v6 = false) {
   const uint32_t n = static_cast<uint32_t>(state.range(0));
   Table t(TableOptions{.capacity = n});
   TimeoutPolicy to;
   Nanos now = 1'000 * kMs;
-  for (uint32_t i = 0; i < n; ++i) t.Confirm(t.Track(UdpFlow(i, false), to, now), now);
+  for (uint32_t i = 0; i < n; ++i) t.Confirm(t.Track(UdpFlow(i, false, v6), to, now), now);
   const std::vector<uint32_t> order = Shuffled(n, 1);
   const uint64_t created = t.stats().new_conns;
   PacketFacts buf[kBatch];
-  for (PacketFacts& p : buf) p = UdpFlow(0, false);
+  for (PacketFacts& p : buf) p = UdpFlow(0, false, v6);
   PacketFacts* ptrs[kBatch];
   for (size_t j = 0; j < kBatch; ++j) ptrs[j] = &buf[j];
   size_t k = 0;
@@ -147,6 +162,9 @@ void BM_UdpHit(benchmark::State& state) { UdpHit(state, false); }
 void BM_UdpHitBatch(benchmark::State& state) { UdpHit(state, true); }
 BENCHMARK(BM_UdpHit)->Apply(Sizes);
 BENCHMARK(BM_UdpHitBatch)->Apply(Sizes);
+// IPv6 (each entry has a 32-byte address record: one more line per lookup).
+void BM_Udp6HitBatch(benchmark::State& state) { UdpHit(state, true, true); }
+BENCHMARK(BM_Udp6HitBatch)->Apply(Sizes);
 
 PacketFacts TcpSegment(uint32_t i, bool reply, uint8_t flags, uint32_t seq, uint32_t ack,
                        uint32_t len) {
