@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -196,6 +197,17 @@ TEST_F(ConnlimitTest, OnePingAtATimeAndIcmpTimeoutAtRunTime) {
   // The connlimit drop rule (nwfq-test-connlimit.xml:12) matched the second ping's requests.
   EXPECT_THAT(counters.out, HasSubstr("nwfq-test-connlimit.xml:12"));
   EXPECT_THAT(Ctl({"counters"}).out, HasSubstr("drop    icmp connlimit-above=1"));
+
+  // No packet meets the expired echo connections again: `conntrack list` hides them at
+  // once, but only nwfqd's sweep removes them from the table, which `conntrack stats`
+  // counts (3 s timeout, plus one walk of the table at 4,096 slots per 50 ms).
+  bool swept = false;
+  for (const absl::Time end = absl::Now() + absl::Seconds(12); !swept && absl::Now() < end;) {
+    absl::SleepFor(absl::Milliseconds(500));
+    swept = absl::StrContains(Ctl({"conntrack", "stats"}).out, "vnet0: entries=0 ");
+  }
+  EXPECT_TRUE(swept) << "expired ICMP connections were not swept from the table:\n"
+                     << Ctl({"conntrack", "stats"}).out;
 }
 
 TEST_F(ConnlimitTest, OneInboundSshPerRemoteSource) {
