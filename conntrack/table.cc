@@ -2,10 +2,12 @@
 // per-packet dispatch to the protocol trackers (UDP, ICMP, SCTP, GRE and generic live
 // here; TCP in tcp.cc).
 //
-// Layout: `slots_` entries of 96 bytes plus a parallel array of 16-bit tags, grouped in
-// buckets of 8 slots. A connection lives in one of two buckets chosen by its hash (both
-// directions hash alike); a lookup compares the 16 tags of those two buckets and touches
-// only entries whose tag matches. No rehash, no pointers, no allocation after start.
+// Layout: `slots_` entries of 32 bytes plus a parallel array of 16-bit tags, grouped in
+// buckets of 8 slots; TCP window state and IPv6 addresses in records of two on-demand
+// pools (entry.h). A connection lives in one of two buckets chosen by its hash (both
+// directions hash alike); a lookup compares the tags of those buckets, first bucket first,
+// and touches only entries whose tag matches. No rehash, no pointers, no heap allocation
+// after start.
 #include "conntrack/table.h"
 
 #include <sys/mman.h>
@@ -556,6 +558,13 @@ class TableInternals {
     return UINT32_MAX;
   }
 
+  static void PrefetchBucketEntries(const Table& t, uint32_t bucket) {
+    const char* p = reinterpret_cast<const char*>(&t.entries_[bucket * kBucketSlots]);
+    for (size_t off = 0; off < kBucketSlots * sizeof(Table::Entry); off += 64) {
+      __builtin_prefetch(p + off);
+    }
+  }
+
   // The other bucket of the entry in slot `s`.
   static uint32_t AltBucket(const Table& t, uint32_t s) {
     uint32_t e1, e2;
@@ -613,7 +622,10 @@ class TableInternals {
     // Cuckoo steps: move an entry of a full bucket to its other bucket (depth 1), or make
     // room there by moving one of that bucket's entries on (depth 2). Entry references of
     // moved entries go stale (see EntryRef): connlimit keeps tuples, not references.
+    // The candidates' entries are brought in together first: at 1M connections each is a
+    // cache miss, and they are independent.
     if (!full) {
+      for (int bi = 0; bi < nb; ++bi) PrefetchBucketEntries(t, b[bi]);
       for (int depth = 1; depth <= 2; ++depth) {
         for (int bi = 0; bi < nb; ++bi) {
           for (uint32_t i = 0; i < kBucketSlots; ++i) {
@@ -625,6 +637,7 @@ class TableInternals {
               Move(t, s, d);
               return s;
             }
+            PrefetchBucketEntries(t, alt);
             for (uint32_t j = 0; j < kBucketSlots; ++j) {
               const uint32_t s2 = alt * kBucketSlots + j;
               const uint32_t alt2 = AltBucket(t, s2);
