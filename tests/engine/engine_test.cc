@@ -152,6 +152,30 @@ TEST(Scenario, ConnlimitExample) {
   EXPECT_EQ(h.FromVm(VmPing(kPeer2, 4, 1)).verdict, Verdict::kAccept);
 }
 
+// nwfq's connlimit idle option (not in the kernel): an ssh session left idle for longer than
+// the limit stops counting, so a new one from the same source passes; without the option the
+// idle session keeps its slot for the whole TCP established timeout.
+TEST(Scenario, ConnlimitIdleLimitFreesTheSlotOfAnIdleSession) {
+  const std::vector<ConcreteRule> rules = {
+      Rule(Action::kDrop, Direction::kIn, Protocol::kTcp, {U(Attr::kConnlimitAbove, 1)}, 400),
+      Rule(Action::kAccept, Direction::kIn, Protocol::kTcp, {U(Attr::kDstPortStart, 22)}, 500),
+      Rule(Action::kDrop, Direction::kInOut, Protocol::kAll, {}, 1000)};
+  for (const uint32_t idle_limit : {0u, 60u}) {
+    SCOPED_TRACE(idle_limit);
+    EngineOptions o;
+    o.connlimit.idle_limit_seconds = idle_limit;
+    Harness h(rules, o);
+    EXPECT_EQ(h.ToVm(PeerTcp(kPeer, 40000, 22, kSyn, 5000)).verdict, Verdict::kAccept);
+    EXPECT_EQ(h.FromVm(VmTcp(kPeer, 22, 40000, kSyn | kAck, 100, 5001)).verdict, Verdict::kAccept);
+    EXPECT_EQ(h.ToVm(PeerTcp(kPeer, 40000, 22, kAck, 5001, 101)).verdict, Verdict::kAccept);
+    // While the first session is active, a second from the same source is over the limit.
+    EXPECT_EQ(h.ToVm(PeerTcp(kPeer, 40001, 22, kSyn, 7000)).verdict, Verdict::kDrop);
+    h.clock.AdvanceSeconds(61);
+    const Verdict after_idle = h.ToVm(PeerTcp(kPeer, 40002, 22, kSyn, 9000)).verdict;
+    EXPECT_EQ(after_idle, idle_limit == 0 ? Verdict::kDrop : Verdict::kAccept);
+  }
+}
+
 // Finding i.11: conntrack details that decide verdicts.
 TEST(Scenario, ConntrackDetailsDecide) {
   Harness h({Rule(Action::kAccept, Direction::kIn, Protocol::kTcp, {U(Attr::kDstPortStart, 22)}),

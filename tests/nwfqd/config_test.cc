@@ -58,6 +58,7 @@ TEST(ConfigFileTest, AppliesKeys) {
       "queues = 2-3\n"
       "fail-open = yes     # trailing comment\n"
       "conntrack-size = 4096\n"
+      "connlimit-idle = 600\n"
       "timeout.icmp = 3\n"
       "timeout.tcp/established = 3600\n"
       "control = none\n"
@@ -70,6 +71,7 @@ TEST(ConfigFileTest, AppliesKeys) {
   EXPECT_EQ(c.queues, (std::vector<uint16_t>{2, 3}));
   EXPECT_TRUE(c.fail_open);
   EXPECT_EQ(c.conntrack_size, 4096u);
+  EXPECT_EQ(c.connlimit_idle_seconds, 600u);
   EXPECT_THAT(c.timeouts, ElementsAre(Pair("icmp", 3u), Pair("tcp/established", 3600u)));
   EXPECT_FALSE(c.has_control());
   EXPECT_EQ(c.metrics_addr, "127.0.0.1:9101");
@@ -89,6 +91,7 @@ TEST(ConfigFileTest, ErrorsNameFileAndLine) {
       {"queues = 9-1\n", "f.conf:1: queues: bad queue list"},
       {"fail-open = maybe\n", "f.conf:1: fail-open: 'maybe' is not yes/no"},
       {"conntrack-size = 10\n", "f.conf:1: conntrack-size: 10 is out of range"},
+      {"connlimit-idle = -1\n", "f.conf:1: connlimit-idle:"},
       {"timeout.icmpp = 3\n", "f.conf:1: timeout.icmpp:"},
       {"timeout.icmp = 0\n", "f.conf:1: timeout.icmp: 0 is out of range"},
       {"steer = nft-please\n", "f.conf:1: steer: expected auto, iptables or none"},

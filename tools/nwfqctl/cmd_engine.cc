@@ -87,6 +87,7 @@ struct ReplayFlags : CommonFlags {
   std::string pcap, verdicts;
   bool explain = false;
   bool connlimit_kernel_compat = false;  // semantics i.1 (ct::ConnLimiterOptions)
+  uint32_t connlimit_idle_seconds = 0;   // ct::ConnLimiterOptions::idle_limit_seconds
 };
 
 int RunReplay(const ReplayFlags& f) {
@@ -94,6 +95,7 @@ int RunReplay(const ReplayFlags& f) {
   if (!b.ok()) return Fail("replay", b.status());
   engine::EngineOptions eo;
   eo.connlimit.kernel_compat_sticky = f.connlimit_kernel_compat;
+  eo.connlimit.idle_limit_seconds = f.connlimit_idle_seconds;
   Engine e(eo);
   if (absl::Status st = ApplyTimeouts(e, f.timeouts); !st.ok()) return Fail("replay", st);
   if (absl::Status st = e.SetBinding(*b); !st.ok()) return Fail("replay", st);
@@ -376,6 +378,9 @@ const bool kRegistered =
       replay->add_flag("--connlimit-kernel-compat", rf->connlimit_kernel_compat,
                        "connlimit as the kernel does it: a refused flow also stalls the "
                        "not-yet-assured flow holding the slot (semantics i.1)");
+      replay->add_option("--connlimit-idle", rf->connlimit_idle_seconds,
+                         "connlimit does not count connections idle for longer than SECONDS "
+                         "(0 = count all, as the kernel)");
       replay->callback([rf, exit_code] { *exit_code = RunReplay(*rf); });
 
       auto ef = std::make_shared<ExplainFlags>();

@@ -156,6 +156,13 @@ const Option kOptions[] = {
        if (b.ok()) c->fail_open = *b;
        return b.status();
      }},
+    {"connlimit-idle", "", "SECONDS", Kind::kValue,
+     "connlimit-above rules do not count connections idle for longer than this, so an idle "
+     "session (an ssh left open) no longer blocks a new one; 0 = count every live connection, "
+     "as the kernel does (default 0)",
+     [](Config* c, absl::string_view v) {
+       return SetInt(&c->connlimit_idle_seconds, v, 0, 100'000'000);
+     }},
     {"conntrack-size", "", "N", Kind::kValue,
      "connection-table capacity per binding, fixed at start (kernel default 262144)",
      [](Config* c, absl::string_view v) { return SetInt(&c->conntrack_size, v, 64, 1 << 26); }},

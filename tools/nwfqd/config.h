@@ -40,7 +40,8 @@ struct Config {
   std::vector<uint16_t> queues = {0};                 // NFQUEUE numbers, one worker each
   std::string steer = "auto";                         // auto | iptables | none
   bool fail_open = false;
-  uint32_t conntrack_size = 262'144;  // connections per binding (fixed at start)
+  uint32_t conntrack_size = 262'144;    // connections per binding (fixed at start)
+  uint32_t connlimit_idle_seconds = 0;  // connlimit ignores connections idle longer; 0 = off
   // Timeout overrides in order of application ("icmp", 3), ("tcp/established", 3600).
   std::vector<std::pair<std::string, uint32_t>> timeouts;
   bool log_verdicts = false;

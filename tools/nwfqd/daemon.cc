@@ -22,6 +22,7 @@ namespace {
 engine::EngineOptions EngineOptionsFor(const Config& c) {
   engine::EngineOptions o;
   o.conntrack_capacity = c.conntrack_size;
+  o.connlimit.idle_limit_seconds = c.connlimit_idle_seconds;
   return o;
 }
 
