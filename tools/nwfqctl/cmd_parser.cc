@@ -3,12 +3,17 @@
 //   check [--filters DIR] [--strict] FILE...   validate filters (and bindings with --filters)
 //   xml2xml FILE                               libvirt's canonical form of a filter
 //   show --filters DIR BINDING.xml [--format text|json]
-//                                              the instantiated rules in evaluation order
+//                                              the instantiated rules in evaluation order,
+//                                              then per view as the engine compiled them
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "engine/compiler.h"
+#include "engine/explain.h"
+#include "engine/program.h"
 #include "parser/binding.h"
 #include "parser/filter_parser.h"
 #include "parser/filter_set.h"
@@ -140,6 +145,53 @@ const char* L2Views(Direction d) {
   return d == Direction::kOut ? "I" : d == Direction::kIn ? "O" : "I+O";
 }
 
+// One compiled chain of one view: what nwfqd evaluates for packets meeting that view, with
+// libvirt's placement already applied (swaps, state matches, one-direction rules, c.2-d.4).
+struct ViewChain {
+  std::string name;  // "FI ipv4", "O root", "I arp-mac", ...
+  std::vector<const engine::Instr*> instrs;
+};
+
+std::vector<ViewChain> CompiledViews(const engine::Program& prog, const InstantiatedBinding& b) {
+  static constexpr const char* kL3[] = {"FI (from the VM)", "FO (to the VM)",
+                                        "HI (from the VM to the host)"};
+  std::vector<ViewChain> out;
+  for (int dir = 0; dir < 2; ++dir) {
+    for (size_t c = 0; c < prog.l2[dir].size() && c < b.l2_chains.size(); ++c) {
+      const engine::ChainRange& r = prog.l2[dir][c];
+      if (r.count == 0) continue;
+      ViewChain v{str::Cat(dir == 0 ? "I" : "O", " ", b.l2_chains[c].name, " (layer 2)"), {}};
+      for (uint32_t i = r.first; i < r.first + r.count; ++i) v.instrs.push_back(&prog.instrs[i]);
+      out.push_back(std::move(v));
+    }
+  }
+  for (int chain = 0; chain < engine::kL3ChainCount; ++chain) {
+    for (int family = 0; family < 2; ++family) {
+      const engine::ChainRange& r = prog.l3[chain][family];
+      if (r.count == 0) continue;
+      ViewChain v{str::Cat(kL3[chain], ", ", family == 0 ? "IPv4" : "IPv6"), {}};
+      for (uint32_t i = r.first; i < r.first + r.count; ++i) v.instrs.push_back(&prog.instrs[i]);
+      out.push_back(std::move(v));
+    }
+  }
+  return out;
+}
+
+void ShowViewsText(const engine::Program& prog, const InstantiatedBinding& b) {
+  std::printf(
+      "\nviews (as nwfqd evaluates them: each rule placed in libvirt's chains, swapped or\n"
+      "  stateful as libvirt generates it; first terminal action wins)\n");
+  for (const ViewChain& v : CompiledViews(prog, b)) {
+    std::printf("  %s\n", v.name.c_str());
+    int n = 0;
+    for (const engine::Instr* in : v.instrs) {
+      const std::string who = in->jump >= 0 ? "" : engine::RuleLabel(prog, in->rule);
+      std::printf("    %3d  %-70s %s\n", ++n, engine::DescribeInstr(prog, *in).c_str(),
+                  who.c_str());
+    }
+  }
+}
+
 void ShowText(const InstantiatedBinding& b) {
   std::printf("binding %s (owner %s %s), mac %s, filter %s\n", b.portdev.c_str(),
               b.owner_name.c_str(), b.owner_uuid.c_str(), MacText(b.mac).c_str(),
@@ -228,7 +280,7 @@ std::string RuleJson(const InstantiatedBinding& b, uint32_t i) {
                   ",\"line\":", r.origin.line, ",\"chain\":", Json(r.chain), "}");
 }
 
-void ShowJson(const InstantiatedBinding& b) {
+void ShowJson(const InstantiatedBinding& b, const engine::Program& prog) {
   std::string out =
       str::Cat("{\"binding\":{\"portdev\":", Json(b.portdev), ",\"owner\":", Json(b.owner_name),
                ",\"uuid\":", Json(b.owner_uuid), ",\"mac\":", Json(MacText(b.mac)),
@@ -254,6 +306,19 @@ void ShowJson(const InstantiatedBinding& b) {
   for (size_t k = 0; k < b.l3_order.size(); ++k) {
     if (k) out += ",";
     out += RuleJson(b, b.l3_order[k]);
+  }
+  out += "],\"views\":[";
+  bool first_view = true;
+  for (const ViewChain& v : CompiledViews(prog, b)) {
+    str::Append(&out, first_view ? "" : ",", "{\"chain\":", Json(v.name), ",\"rules\":[");
+    first_view = false;
+    for (size_t k = 0; k < v.instrs.size(); ++k) {
+      const engine::Instr& in = *v.instrs[k];
+      str::Append(&out, k ? "," : "", "{\"match\":", Json(engine::DescribeInstr(prog, in)),
+                  ",\"rule\":", in.jump >= 0 ? "null" : Json(engine::RuleLabel(prog, in.rule)),
+                  "}");
+    }
+    out += "]}";
   }
   out += "],\"warnings\":[";
   for (size_t k = 0; k < b.warnings.size(); ++k) {
@@ -283,10 +348,17 @@ int RunShow(const std::string& filters_dir, const std::string& binding_file,
     std::fprintf(stderr, "%s\n", Msg(inst.status()).c_str());
     return 1;
   }
-  if (format == "json")
-    ShowJson(*inst);
-  else
+  absl::StatusOr<std::shared_ptr<const engine::Program>> prog = engine::Compile(*inst);
+  if (!prog.ok()) {
+    std::fprintf(stderr, "%s\n", Msg(prog.status()).c_str());
+    return 1;
+  }
+  if (format == "json") {
+    ShowJson(*inst, **prog);
+  } else {
     ShowText(*inst);
+    ShowViewsText(**prog, *inst);
+  }
   return 0;
 }
 
