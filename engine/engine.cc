@@ -267,8 +267,11 @@ struct Engine::State {
   Decision Run(std::string_view portdev, View view, const PacketInput& packet, ct::Nanos now,
                Trace* trace, std::shared_ptr<ProgramState>* used);
   // Everything after parsing; `facts` = ToPacketFacts(v) when Trackable(v) (else unused).
+  // `probe`: b.table.Probe(facts), when the caller computed it (DecideBatch), so that
+  // conntrack does not hash the flow again; null otherwise.
   Decision Finish(BindingState& b, ProgramState& ps, View view, const PacketInput& packet,
-                  const PacketView& v, const ct::PacketFacts& facts, ct::Nanos now, Trace* trace);
+                  const PacketView& v, const ct::PacketFacts& facts, ct::Nanos now, Trace* trace,
+                  const ct::FlowProbe* probe = nullptr);
 
   size_t maintain_cursor = 0;  // Maintain(): binding to start with
 };
@@ -474,7 +477,8 @@ Decision Engine::State::Run(std::string_view portdev, View view, const PacketInp
 
 Decision Engine::State::Finish(BindingState& bs, ProgramState& pst, View view,
                                const PacketInput& packet, const PacketView& v,
-                               const ct::PacketFacts& facts, ct::Nanos now, Trace* trace) {
+                               const ct::PacketFacts& facts, ct::Nanos now, Trace* trace,
+                               const ct::FlowProbe* probe) {
   BindingState* b = &bs;
   ProgramState* ps = &pst;
   const Program& prog = *ps->program;
@@ -521,7 +525,8 @@ Decision Engine::State::Finish(BindingState& bs, ProgramState& pst, View view,
     return d;
   }
   if (l3) {
-    tr = b->table.Track(facts, b->timeouts, now);
+    tr = probe != nullptr ? b->table.Track(facts, *probe, b->timeouts, now)
+                          : b->table.Track(facts, b->timeouts, now);
     tracked = true;
     d.ct_looked_at = true;
     d.ct_state = tr.state;
@@ -596,13 +601,14 @@ Decision Engine::State::Finish(BindingState& bs, ProgramState& pst, View view,
 void Engine::DecideBatch(std::span<const BatchPacket> packets, ct::Nanos now,
                          std::span<Decision> out) {
   State& st = *state_;
-  // Software pipeline over the batch: packet i + kIndexAhead is looked up, parsed and its
-  // conntrack buckets prefetched, packet i + kEntryAhead gets its entry prefetched, then
-  // packet i is decided. Parsing ahead is safe (it reads only the packet); everything that
+  // Software pipeline over the batch: packet i + kIndexAhead is looked up, parsed, hashed
+  // once (Table::Probe) and its conntrack buckets prefetched, packet i + kEntryAhead gets
+  // its entry prefetched, packet i + kRecordAhead its TCP/IPv6 record, then packet i is
+  // decided. Parsing ahead is safe (it reads only the packet); everything that
   // reads or changes state (layer 2 counters, conntrack, fragments, the cache) runs in
   // packet order in Finish(), exactly as Decide() would.
-  constexpr size_t kIndexAhead = 8, kEntryAhead = 4, kRing = 16;
-  static_assert(kIndexAhead < kRing && kEntryAhead < kIndexAhead);
+  constexpr size_t kIndexAhead = 8, kEntryAhead = 4, kRecordAhead = 2, kRing = 16;
+  static_assert(kIndexAhead < kRing && kEntryAhead < kIndexAhead && kRecordAhead < kEntryAhead);
   // Ring of parsed packets. Raw storage: PacketView and PacketFacts are trivially
   // destructible, and zeroing 16 of each per call would cost more than the pipeline saves.
   struct Staged {
@@ -610,6 +616,7 @@ void Engine::DecideBatch(std::span<const BatchPacket> packets, ct::Nanos now,
     bool has_facts;
     PacketView* v;
     ct::PacketFacts* facts;
+    ct::FlowProbe probe;  // facts' conntrack hash: computed once, used by every stage
     alignas(PacketView) unsigned char v_buf[sizeof(PacketView)];
     alignas(ct::PacketFacts) unsigned char facts_buf[sizeof(ct::PacketFacts)];
   };
@@ -661,20 +668,25 @@ void Engine::DecideBatch(std::span<const BatchPacket> packets, ct::Nanos now,
     if (Trackable(*s.v)) {
       s.facts = new (s.facts_buf) ct::PacketFacts(ToPacketFacts(*s.v));
       s.has_facts = true;
-      bd.b->table.PrefetchIndex(*s.facts);
+      s.probe = bd.b->table.Probe(*s.facts);
+      bd.b->table.PrefetchIndex(s.probe);
     }
   };
 
   for (size_t i = 0; i < std::min(n, kIndexAhead); ++i) stage(i);
   for (size_t i = 0; i < std::min(n, kEntryAhead); ++i) {
     const Staged& s = ring[i % kRing];
-    if (s.has_facts) held[s.held].bd.b->table.PrefetchEntry(*s.facts);
+    if (s.has_facts) held[s.held].bd.b->table.PrefetchEntry(s.probe);
   }
   for (size_t i = 0; i < n; ++i) {
     if (i + kIndexAhead < n) stage(i + kIndexAhead);
     if (i + kEntryAhead < n) {
       const Staged& s = ring[(i + kEntryAhead) % kRing];
-      if (s.has_facts) held[s.held].bd.b->table.PrefetchEntry(*s.facts);
+      if (s.has_facts) held[s.held].bd.b->table.PrefetchEntry(s.probe);
+    }
+    if (i + kRecordAhead < n) {  // TCP / IPv6: the entry's pool record
+      const Staged& s = ring[(i + kRecordAhead) % kRing];
+      if (s.has_facts && s.probe.record) held[s.held].bd.b->table.PrefetchRecord(s.probe);
     }
     const Staged& s = ring[i % kRing];
     const BatchPacket& p = packets[i];
@@ -693,7 +705,7 @@ void Engine::DecideBatch(std::span<const BatchPacket> packets, ct::Nanos now,
     // Finish reads `facts` only for trackable packets (has_facts).
     static const ct::PacketFacts kNoFacts{};
     out[i] = st.Finish(*bd.b, *bd.ps, p.view, p.packet, *s.v, s.has_facts ? *s.facts : kNoFacts,
-                       now, nullptr);
+                       now, nullptr, s.has_facts ? &s.probe : nullptr);
   }
 }
 
