@@ -151,6 +151,22 @@ inline bool SameName(const char* a, const char* b, size_t n) {
   return true;
 }
 
+// Same flow key (every FlowFacts field; field by field, as the padding is unspecified).
+inline bool SameFlow(const ct::FlowFacts& a, const ct::FlowFacts& b) {
+  auto l64 = [](const uint8_t* p) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    return w;
+  };
+  return ((l64(a.src.data()) ^ l64(b.src.data())) |
+          (l64(a.src.data() + 8) ^ l64(b.src.data() + 8)) |
+          (l64(a.dst.data()) ^ l64(b.dst.data())) |
+          (l64(a.dst.data() + 8) ^ l64(b.dst.data() + 8))) == 0 &&
+         a.family == b.family && a.l4proto == b.l4proto && a.sport == b.sport &&
+         a.dport == b.dport && a.icmp_type == b.icmp_type && a.icmp_code == b.icmp_code &&
+         a.icmp_id == b.icmp_id && a.spi == b.spi && a.gre_key == b.gre_key;
+}
+
 struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
 };
@@ -371,16 +387,30 @@ inline bool HasL2(const Program& prog, L2Dir dir) {
   return !chains.empty() && chains[0].count != 0;
 }
 
-// Layer 3 through the decision cache (see CachedDecision).
+// Runs the layer-3 chain, with connlimit counts available to it.
+ChainOutcome RunL3Counting(BindingState& b, ProgramState& ps, L3Chain chain,
+                           const ct::PacketFacts& facts, const ct::TrackResult& tr,
+                           const EvalContext& base, Trace* trace, uint32_t bytes, ct::Nanos now,
+                           MatchLog* log) {
+  ConnlimitArg carg{&ps, &facts.flow, &tr, &b.table, now};
+  EvalContext ctx = base;
+  ctx.connlimit = &CountConnlimit;
+  ctx.connlimit_arg = &carg;
+  return RunL3(*ps.program, chain, ctx, trace, ps.counters.data(), bytes, log);
+}
+
+// Layer 3 through the decision cache (see CachedDecision). A hit replays the stored
+// outcome without building the evaluation's connlimit context.
 ChainOutcome DecideL3(BindingState& b, ProgramState& ps, View view, L3Chain chain,
-                      const PacketView& v, const ct::TrackResult& tr, const EvalContext& ctx,
-                      Trace* trace, uint32_t bytes, uint64_t& hits) {
+                      const PacketView& v, const ct::PacketFacts& facts, const ct::TrackResult& tr,
+                      const EvalContext& ctx, Trace* trace, uint32_t bytes, ct::Nanos now,
+                      uint64_t& hits) {
   const Program& prog = *ps.program;
   uint64_t* counters = ps.counters.data();
   const bool cacheable = trace == nullptr && tr.entry.valid() && !tr.tentative &&
                          (tr.state == ct::State::kEstablished || tr.state == ct::State::kNew) &&
                          tr.entry.slot < b.cache_slots;
-  if (!cacheable) return RunL3(prog, chain, ctx, trace, counters, bytes);
+  if (!cacheable) return RunL3Counting(b, ps, chain, facts, tr, ctx, trace, bytes, now, nullptr);
   CachedDecision& c = b.cache[size_t{tr.entry.slot} * 2 + (tr.dir == ct::Dir::kReply ? 1 : 0)];
   const CacheKey key = MakeCacheKey(v, view, tr);
   if (c.ct_gen == tr.entry.generation && c.prog_gen == ps.generation && c.pkt == key.pkt &&
@@ -402,7 +432,7 @@ ChainOutcome DecideL3(BindingState& b, ProgramState& ps, View view, L3Chain chai
     return o;
   }
   MatchLog log;
-  const ChainOutcome o = RunL3(prog, chain, ctx, nullptr, counters, bytes, &log);
+  const ChainOutcome o = RunL3Counting(b, ps, chain, facts, tr, ctx, nullptr, bytes, now, &log);
   if (log.Cacheable()) {
     c.pkt = key.pkt;
     c.misc = key.misc;
@@ -534,15 +564,11 @@ Decision Engine::State::Finish(BindingState& bs, ProgramState& pst, View view,
     ctx.tracked = true;
     ctx.state = tr.state;
     ctx.dir = tr.dir;
-    ConnlimitArg carg{ps, &facts.flow, &tr, &b->table, now};
-    ctx.connlimit = &CountConnlimit;
-    ctx.connlimit_arg = &carg;
     const L3Chain chain = view == View::kFromVm ? L3Chain::kFI
                           : view == View::kToVm ? L3Chain::kFO
                                                 : L3Chain::kHI;
-    const ChainOutcome o =
-        DecideL3(*b, *ps, view, chain, v, tr, ctx, trace, bytes, counters.decision_cache_hits);
-    ctx.connlimit = nullptr;
+    const ChainOutcome o = DecideL3(*b, *ps, view, chain, v, facts, tr, ctx, trace, bytes, now,
+                                    counters.decision_cache_hits);
     if (o.terminal) {
       d.verdict = L3Verdict(o.action);
       d.reason = Reason::kRule;
@@ -617,6 +643,7 @@ void Engine::DecideBatch(std::span<const BatchPacket> packets, ct::Nanos now,
     PacketView* v;
     ct::PacketFacts* facts;
     ct::FlowProbe probe;  // facts' conntrack hash: computed once, used by every stage
+    bool repeat;          // same binding and flow as the packet before: nothing to prefetch
     alignas(PacketView) unsigned char v_buf[sizeof(PacketView)];
     alignas(ct::PacketFacts) unsigned char facts_buf[sizeof(ct::PacketFacts)];
   };
@@ -668,25 +695,35 @@ void Engine::DecideBatch(std::span<const BatchPacket> packets, ct::Nanos now,
     if (Trackable(*s.v)) {
       s.facts = new (s.facts_buf) ct::PacketFacts(ToPacketFacts(*s.v));
       s.has_facts = true;
-      s.probe = bd.b->table.Probe(*s.facts);
-      bd.b->table.PrefetchIndex(s.probe);
+      // A burst of one flow (a TCP transfer, segments of one GSO packet) is the common
+      // batch: the packet before has the same hash and is already fetching the same lines.
+      const Staged& prev = ring[(i + kRing - 1) % kRing];
+      s.repeat = i > 0 && prev.has_facts && prev.held == s.held &&
+                 SameFlow(prev.facts->flow, s.facts->flow);
+      if (s.repeat) {
+        s.probe = prev.probe;
+      } else {
+        s.probe = bd.b->table.Probe(*s.facts);
+        bd.b->table.PrefetchIndex(s.probe);
+      }
     }
   };
 
   for (size_t i = 0; i < std::min(n, kIndexAhead); ++i) stage(i);
   for (size_t i = 0; i < std::min(n, kEntryAhead); ++i) {
     const Staged& s = ring[i % kRing];
-    if (s.has_facts) held[s.held].bd.b->table.PrefetchEntry(s.probe);
+    if (s.has_facts && !s.repeat) held[s.held].bd.b->table.PrefetchEntry(s.probe);
   }
   for (size_t i = 0; i < n; ++i) {
     if (i + kIndexAhead < n) stage(i + kIndexAhead);
     if (i + kEntryAhead < n) {
       const Staged& s = ring[(i + kEntryAhead) % kRing];
-      if (s.has_facts) held[s.held].bd.b->table.PrefetchEntry(s.probe);
+      if (s.has_facts && !s.repeat) held[s.held].bd.b->table.PrefetchEntry(s.probe);
     }
     if (i + kRecordAhead < n) {  // TCP / IPv6: the entry's pool record
       const Staged& s = ring[(i + kRecordAhead) % kRing];
-      if (s.has_facts && s.probe.record) held[s.held].bd.b->table.PrefetchRecord(s.probe);
+      if (s.has_facts && !s.repeat && s.probe.record)
+        held[s.held].bd.b->table.PrefetchRecord(s.probe);
     }
     const Staged& s = ring[i % kRing];
     const BatchPacket& p = packets[i];

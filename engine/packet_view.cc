@@ -669,17 +669,22 @@ ct::PacketFacts ToPacketFacts(const PacketView& v) {
         break;
     }
   }
-  f.tcp_flags = v.tcp_flags;
-  f.tcp_seq = v.tcp_seq;
-  f.tcp_ack = v.tcp_ack;
-  f.tcp_window = v.tcp_window;
-  f.tcp_wscale = v.tcp_wscale;
-  f.tcp_sack_perm = v.tcp_sack_perm;
-  f.tcp_sack_present = v.tcp_sack_present;
-  f.tcp_sack_edge = v.tcp_sack_edge;
+  // The TCP and SCTP fields of the view are set only for their protocol (defaults, equal
+  // to PacketFacts' own, otherwise): copied only then.
+  if (v.l4proto == kProtoTcp) {
+    f.tcp_flags = v.tcp_flags;
+    f.tcp_seq = v.tcp_seq;
+    f.tcp_ack = v.tcp_ack;
+    f.tcp_window = v.tcp_window;
+    f.tcp_wscale = v.tcp_wscale;
+    f.tcp_sack_perm = v.tcp_sack_perm;
+    f.tcp_sack_present = v.tcp_sack_present;
+    f.tcp_sack_edge = v.tcp_sack_edge;
+  } else if (v.l4proto == kProtoSctp) {
+    f.sctp_chunk = v.sctp_chunk;
+    f.sctp_vtag = v.sctp_vtag;
+  }
   f.payload_len = v.payload_len;
-  f.sctp_chunk = v.sctp_chunk;
-  f.sctp_vtag = v.sctp_vtag;
   f.icmp_error = v.icmp_error;
   if (v.icmp_error) f.inner = v.inner;  // default (zero) otherwise, as in the view
   f.bad_checksum = v.bad_checksum;
