@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <type_traits>
 
@@ -192,6 +193,7 @@ struct BindingState {
   size_t cache_slots = 0;
 };
 static_assert(std::is_trivially_copyable_v<CachedDecision>);
+static_assert(std::is_trivially_destructible_v<Decision>);  // DecideBatch: construct_at
 
 // The last binding a thread looked up (per thread, so workers never share it): Decide()
 // skips the mutex and the map while the engine's bindings have not changed (version).
@@ -603,10 +605,12 @@ Decision Engine::State::Finish(BindingState& bs, ProgramState& pst, View view,
     d.reason = Reason::kRule;
   }
 
-  if (tracked) {
+  // Only a tentative (new) connection has anything to confirm or discard (Confirm is a
+  // no-op for the others): an established packet makes no call.
+  if (tracked && tr.tentative) {
     if (d.verdict == Verdict::kAccept) {
       b->table.Confirm(tr, now);
-    } else if (tr.tentative) {
+    } else {
       b->table.Discard(tr);
     }
   }
@@ -741,8 +745,10 @@ void Engine::DecideBatch(std::span<const BatchPacket> packets, ct::Nanos now,
     const State::Binding& bd = held[s.held].bd;
     // Finish reads `facts` only for trackable packets (has_facts).
     static const ct::PacketFacts kNoFacts{};
-    out[i] = st.Finish(*bd.b, *bd.ps, p.view, p.packet, *s.v, s.has_facts ? *s.facts : kNoFacts,
-                       now, nullptr, s.has_facts ? &s.probe : nullptr);
+    // Constructed in place (Decision is trivially destructible): no temporary and copy.
+    std::construct_at(
+        &out[i], st.Finish(*bd.b, *bd.ps, p.view, p.packet, *s.v, s.has_facts ? *s.facts : kNoFacts,
+                           now, nullptr, s.has_facts ? &s.probe : nullptr));
   }
 }
 
