@@ -160,6 +160,65 @@ void EmitL3Tests(const ConcreteRule& r, const L3Placement& pl, uint32_t limiter,
   }
 }
 
+// What a layer-2 protocol element, or the prefix of a sub-chain's name, requires of a frame
+// before anything else: an ethertype (ebtables -p) or, for STP, the BPDU destination MAC
+// (-d 01:80:c2:00:00:00). An element and the chain prefix of the same name guard alike (b.3).
+struct FrameGuard {
+  uint16_t ethertype = 0;  // 0 = none
+  bool stp = false;
+};
+
+FrameGuard GuardOf(Protocol p) {
+  switch (p) {
+    case Protocol::kArp:
+      return {.ethertype = 0x0806};
+    case Protocol::kRarp:
+      return {.ethertype = 0x8035};
+    case Protocol::kIp:
+      return {.ethertype = 0x0800};
+    case Protocol::kIpv6:
+      return {.ethertype = 0x86dd};
+    case Protocol::kVlan:
+      return {.ethertype = 0x8100};
+    case Protocol::kStp:
+      return {.stp = true};
+    default:
+      return {};
+  }
+}
+
+FrameGuard GuardOf(ChainKind kind) {
+  switch (kind) {
+    case ChainKind::kIpv4:
+      return GuardOf(Protocol::kIp);
+    case ChainKind::kIpv6:
+      return GuardOf(Protocol::kIpv6);
+    case ChainKind::kArp:
+      return GuardOf(Protocol::kArp);
+    case ChainKind::kRarp:
+      return GuardOf(Protocol::kRarp);
+    case ChainKind::kVlan:
+      return GuardOf(Protocol::kVlan);
+    case ChainKind::kStp:
+      return GuardOf(Protocol::kStp);
+    case ChainKind::kMac:
+    case ChainKind::kRoot:
+      return {};
+  }
+  return {};
+}
+
+void EmitFrameGuard(const FrameGuard& g, Builder& b) {
+  if (g.ethertype != 0) b.Add(Num(Field::kEtherType, g.ethertype));
+  if (g.stp) {
+    Test t;
+    t.field = Field::kDstMac;
+    std::copy(kStpMac.begin(), kStpMac.end(), t.a.begin());
+    std::fill_n(t.b.begin(), 6, 0xff);
+    b.Add(t);
+  }
+}
+
 void EmitStpRange(const ConcreteRule& r, Attr lo_attr, Attr hi_attr, Field f, Builder& b) {
   uint32_t lo, hi;
   bool neg;
@@ -168,36 +227,11 @@ void EmitStpRange(const ConcreteRule& r, Attr lo_attr, Attr hi_attr, Field f, Bu
 
 void EmitL2Tests(const ConcreteRule& r, bool swapped, Builder& b) {
   Test t;
-  switch (r.protocol) {
-    case Protocol::kArp:
-      b.Add(Num(Field::kEtherType, 0x0806));
-      break;
-    case Protocol::kRarp:
-      b.Add(Num(Field::kEtherType, 0x8035));
-      break;
-    case Protocol::kIp:
-      b.Add(Num(Field::kEtherType, 0x0800));
-      break;
-    case Protocol::kIpv6:
-      b.Add(Num(Field::kEtherType, 0x86dd));
-      break;
-    case Protocol::kVlan:
-      b.Add(Num(Field::kEtherType, 0x8100));
-      break;
-    case Protocol::kMac:
-      if (const AttrSlot* p = r.Find(Attr::kProtocolId))
-        b.Add(Num(Field::kEtherType, p->value.number, p->negated));
-      break;
-    case Protocol::kStp: {
-      Test g;
-      g.field = Field::kDstMac;
-      std::copy(kStpMac.begin(), kStpMac.end(), g.a.begin());
-      std::fill_n(g.b.begin(), 6, 0xff);
-      b.Add(g);
-      break;
-    }
-    default:
-      break;
+  if (r.protocol == Protocol::kMac) {
+    if (const AttrSlot* p = r.Find(Attr::kProtocolId))
+      b.Add(Num(Field::kEtherType, p->value.number, p->negated));
+  } else {
+    EmitFrameGuard(GuardOf(r.protocol), b);
   }
   const Field smac = swapped ? Field::kDstMac : Field::kSrcMac;
   const Field dmac = swapped ? Field::kSrcMac : Field::kDstMac;
@@ -288,36 +322,7 @@ void EmitL2Tests(const ConcreteRule& r, bool swapped, Builder& b) {
 }
 
 // The guard of the root chain's jump into a sub-chain (b.3).
-void EmitJumpGuard(ChainKind kind, Builder& b) {
-  switch (kind) {
-    case ChainKind::kIpv4:
-      b.Add(Num(Field::kEtherType, 0x0800));
-      break;
-    case ChainKind::kIpv6:
-      b.Add(Num(Field::kEtherType, 0x86dd));
-      break;
-    case ChainKind::kArp:
-      b.Add(Num(Field::kEtherType, 0x0806));
-      break;
-    case ChainKind::kRarp:
-      b.Add(Num(Field::kEtherType, 0x8035));
-      break;
-    case ChainKind::kVlan:
-      b.Add(Num(Field::kEtherType, 0x8100));
-      break;
-    case ChainKind::kStp: {
-      Test g;
-      g.field = Field::kDstMac;
-      std::copy(kStpMac.begin(), kStpMac.end(), g.a.begin());
-      std::fill_n(g.b.begin(), 6, 0xff);
-      b.Add(g);
-      break;
-    }
-    case ChainKind::kMac:
-    case ChainKind::kRoot:
-      break;
-  }
-}
+void EmitJumpGuard(ChainKind kind, Builder& b) { EmitFrameGuard(GuardOf(kind), b); }
 
 }  // namespace
 

@@ -45,8 +45,8 @@ struct PacketInput {
   uint16_t ethertype = 0;                         // kNetwork: 0x0800 / 0x86dd
   std::optional<std::array<uint8_t, 6>> src_mac;  // kNetwork: from NFQA_HWADDR when present
   bool checksum_unverified = false;  // the kernel says the checksum is not ready (offload)
-  // Added by the data-plane developer: kNetwork: length of the packet on the wire when
-  // `bytes` is a truncated copy (NFQUEUE copy range, NFQA_CAP_LEN); 0 = `bytes` is whole.
+  // kNetwork: length of the packet on the wire when `bytes` is a truncated copy (NFQUEUE
+  // copy range, NFQA_CAP_LEN); 0 = `bytes` is whole.
   // A truncated copy is parsed from its headers (ParseOptions::wire_len), not malformed;
   // rule counters count wire bytes.
   uint32_t wire_len = 0;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "parser/rule_types.h"
 
 namespace nwfq::engine {
 namespace {
@@ -47,22 +48,6 @@ std::string Flags(uint32_t f) {
   for (int i = 0; i < 6; ++i)
     if (f & (1u << i)) absl::StrAppend(&out, out.empty() ? "" : ",", kNames[i]);
   return out.empty() ? "NONE" : out;
-}
-
-std::string ActionText(Action a) {
-  switch (a) {
-    case Action::kAccept:
-      return "accept";
-    case Action::kDrop:
-      return "drop";
-    case Action::kReject:
-      return "reject";
-    case Action::kReturn:
-      return "return";
-    case Action::kContinue:
-      return "continue";
-  }
-  return "?";
 }
 
 }  // namespace
@@ -232,7 +217,8 @@ std::string DescribeInstr(const Program& prog, const Instr& in) {
   }
   if (out.empty()) out = "(any)";
   if (in.jump >= 0) return absl::StrCat(out, " -> jump chain ", in.jump);
-  return absl::StrCat(out, " -> ", ActionText(in.action), in.swapped ? " (swapped)" : "");
+  return absl::StrCat(out, " -> ", std::string(ActionName(in.action)),
+                      in.swapped ? " (swapped)" : "");
 }
 
 std::string RuleLabel(const Program& prog, uint32_t rule) {
