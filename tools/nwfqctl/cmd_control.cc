@@ -174,7 +174,7 @@ const bool registered =
           "trace",
           "live verdict explanations for matching packets (rate-limited; Ctrl-C stops).\n"
           "EXPR words (all must hold): proto tcp|udp|icmp|icmpv6|N, port N, host ADDR, src ADDR,\n"
-          "dst ADDR, binding DEV, view from-vm|to-vm|vm-to-host. Example: trace proto icmp");
+          "dst ADDR, binding DEV, view from-vm|to-vm|to-host. Example: trace proto icmp");
       trace->group(group);
       trace->add_option("--count", *count, "stop after N packets (0 = until Ctrl-C)");
       trace->add_option("--rate", *rate, "at most N packets per second")->capture_default_str();

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "engine/replay.h"
 #include "tools/nwfqd/reject.h"
 
 namespace nwfq::nwfqd {
@@ -25,15 +26,9 @@ void HandlerStats::Add(const HandlerStats& o) {
 }
 
 const char* ViewName(View v) {
-  switch (v) {
-    case View::kFromVm:
-      return "from-vm";
-    case View::kToVm:
-      return "to-vm";
-    case View::kVmToHost:
-      return "vm-to-host";
-  }
-  return "?";
+  // The engine's names (engine/replay.h), as in replay's CSV: string literals, so the view
+  // of one is NUL-terminated.
+  return engine::ViewText(v).data();
 }
 
 const char* VerdictName(engine::Verdict v) {
@@ -43,7 +38,7 @@ const char* VerdictName(engine::Verdict v) {
     case engine::Verdict::kDrop:
       return "DROP";
     case engine::Verdict::kReject:
-      return "REJECT(drop)";
+      return "REJECT";
   }
   return "?";
 }

@@ -6,7 +6,7 @@
 //         queue); the source is the host's own address, chosen by the host's routing for
 //         the VM-bound reply (on the lab's bridge: br0's address), as the kernel's
 //         icmp_send does for a bridged/forwarded packet; for a packet addressed to the host
-//         itself (vm-to-host), its destination address.
+//         itself (to-host), its destination address.
 //   IPv6: ICMPv6 destination unreachable, code 4 (port unreachable), quoting up to the
 //         1280-byte minimum MTU, same source rules.
 //   TCP with TcpReject::kRst (`--reject-tcp-with rst`, iptables' `--reject-with

@@ -69,10 +69,10 @@ absl::StatusOr<TraceFilter> TraceFilter::Parse(const std::vector<std::string>& w
         f.view = engine::View::kFromVm;
       } else if (value == "to-vm") {
         f.view = engine::View::kToVm;
-      } else if (value == "vm-to-host") {
+      } else if (value == "to-host") {
         f.view = engine::View::kVmToHost;
       } else {
-        return absl::InvalidArgumentError("trace filter: view is from-vm, to-vm or vm-to-host");
+        return absl::InvalidArgumentError("trace filter: view is from-vm, to-vm or to-host");
       }
     } else {
       return absl::InvalidArgumentError(

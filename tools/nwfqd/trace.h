@@ -4,7 +4,7 @@
 // Expression: words joined by an implicit `and` (all must hold):
 //   proto tcp|udp|icmp|icmpv6|sctp|N     host ADDR (source or destination)
 //   port N (source or destination)       src ADDR / dst ADDR
-//   binding DEV                          view from-vm|to-vm|vm-to-host
+//   binding DEV                          view from-vm|to-vm|to-host
 // The empty expression matches every packet.
 //
 // Tracer is the meeting point of one trace session (control thread) and the packet
