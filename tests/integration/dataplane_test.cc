@@ -15,6 +15,8 @@
 // Needs root (skips otherwise). Shares the lab's namespace names with lab_test: ctest
 // runs them under one RESOURCE_LOCK. Every probe is bounded (timeout(1), ping -c/-W,
 // socat connect-timeout); only processes this test started are stopped, by PID.
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -402,6 +404,81 @@ TEST(L2OffloadFidelity, CleanTrafficRulesEqualLibvirts) {
   ASSERT_EQ(libvirt.size(), 11u);  // 9 chains + PREROUTING/POSTROUTING
   ASSERT_EQ(n, 29u);
   EXPECT_EQ(ours, libvirt) << "ours:\n" << saved.out;
+}
+
+// Install() replaces whatever NWFQ chains the kernel holds in one ebtables-restore
+// transaction: a reload never leaves a window without layer-2 filtering, a second binding's
+// plan replaces the first's completely, reinstalling adds no duplicate jumps, and a plan the
+// kernel refuses changes nothing. Runs in a scratch namespace entered with setns(2).
+TEST(L2Offload, InstallReplacesTheLiveChainsInOneTransaction) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (a scratch network namespace)";
+  constexpr char kFilter[] = R"(<filter name='l2' chain='root'>
+  <rule action='drop' direction='out'><mac srcmacaddr='52:54:00:00:00:09'/></rule>
+  <rule action='accept' direction='out'><arp arpsrcipaddr='$IP'/></rule>
+  <rule action='drop' direction='inout' priority='1000'><arp/></rule>
+</filter>)";
+  FilterSet set;
+  ASSERT_TRUE(set.AddString(kFilter, "l2.xml").ok());
+  auto plan_for = [&](const std::string& dev, const std::string& ip) {
+    absl::StatusOr<Binding> b = ParseBindingString(
+        absl::StrCat("<filterbinding><owner><name>vm</name><uuid>6f726163-6c65-4000-8000-",
+                     "000000000001</uuid></owner><portdev name='", dev,
+                     "'/><mac address='52:54:00:00:00:02'/><filterref filter='l2'><parameter ",
+                     "name='IP' value='", ip, "'/></filterref></filterbinding>"),
+        "binding.xml");
+    EXPECT_TRUE(b.ok()) << b.status();
+    absl::StatusOr<InstantiatedBinding> inst = Instantiate(set, *b);
+    EXPECT_TRUE(inst.ok()) << inst.status();
+    return l2::BuildPlan({*inst});
+  };
+  const l2::Plan a = plan_for("vnet0", "198.18.0.2");
+  const l2::Plan b = plan_for("vnet1", "198.18.0.5");
+  ASSERT_EQ(a.offloaded, std::vector<std::string>{"vnet0"});
+
+  constexpr char kScratch[] = "nwfq-l2swap";
+  (void)sub::Run({"ip", "netns", "del", kScratch});
+  ASSERT_TRUE(MustRun({"ip", "netns", "add", kScratch}).ok());
+  const int home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+  const int scratch = open(absl::StrCat("/run/netns/", kScratch).c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(home, 0);
+  ASSERT_GE(scratch, 0);
+  struct Restore {  // back home and scratch namespace gone, also when an assertion fails
+    int home, scratch;
+    const char* name;
+    ~Restore() {
+      (void)setns(home, CLONE_NEWNET);
+      close(home);
+      close(scratch);
+      (void)sub::Run({"ip", "netns", "del", name});
+    }
+  } restore{home, scratch, kScratch};
+  ASSERT_TRUE(lab::AssertNotCallerNamespace(kScratch).ok());
+  ASSERT_EQ(setns(scratch, CLONE_NEWNET), 0);
+  auto ours = [] {
+    std::string lines;
+    for (absl::string_view l : absl::StrSplit(MustRun({"ebtables-save", "-t", "nat"}).out, '\n'))
+      if (absl::StrContains(l, "NWFQ")) absl::StrAppend(&lines, l, "\n");
+    return lines;
+  };
+
+  ASSERT_TRUE(l2::Install(a).ok());
+  const std::string after_a = ours();
+  EXPECT_THAT(after_a, HasSubstr("-j NWFQ-I-vnet0"));
+  ASSERT_TRUE(l2::Install(b).ok());
+  const std::string after_b = ours();
+  EXPECT_THAT(after_b, HasSubstr("-j NWFQ-I-vnet1"));
+  EXPECT_THAT(after_b, Not(HasSubstr("vnet0"))) << "plan A's chains or jumps survived";
+  ASSERT_TRUE(l2::Install(b).ok());
+  EXPECT_EQ(ours(), after_b) << "reinstalling the same plan changed the rules";
+
+  l2::Plan broken = b;
+  broken.script =
+      absl::StrReplaceAll(b.script, {{"COMMIT", "-A NWFQ-I-vnet1 --no-such-option\nCOMMIT"}});
+  EXPECT_FALSE(l2::Install(broken).ok());
+  EXPECT_EQ(ours(), after_b) << "a refused plan must leave the previous rules in place";
+
+  ASSERT_TRUE(l2::Remove().ok());
+  EXPECT_EQ(ours(), "");
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "engine/placement.h"
 #include "tools/lab/subprocess.h"
@@ -324,52 +325,86 @@ InstantiatedBinding WithoutL2(const InstantiatedBinding& binding) {
   return b;
 }
 
-absl::Status Remove() {
+namespace {
+
+// nwfq's layer-2 state in the kernel, read back from `ebtables-save -t nat`: the NWFQ chains
+// and, as `-D` lines, the jumps to them from PREROUTING/POSTROUTING. Reading the live state
+// (not what this process installed) also finds the chains of a crashed run.
+struct LiveChains {
+  std::set<std::string> chains;
+  std::string delete_jumps;  // "-D PREROUTING -i vnet0 -j NWFQ-I-vnet0\n" ...
+};
+
+absl::StatusOr<LiveChains> ReadLiveChains() {
+  LiveChains live;
   absl::StatusOr<sub::RunResult> save =
       sub::Run({"ebtables-save", "-t", "nat"}, {.stdin_data = "", .timeout = absl::Seconds(20)});
   if (!save.ok()) return save.status();
-  if (!save->ok()) return absl::OkStatus();  // no nat table: nothing of ours
-  std::set<std::string> ours;
-  std::vector<std::vector<std::string>> deletes;
+  if (!save->ok()) return live;  // no nat table: nothing of ours
   for (absl::string_view line : absl::StrSplit(save->out, '\n', absl::SkipEmpty())) {
     std::vector<std::string> w = absl::StrSplit(line, ' ', absl::SkipEmpty());
     if (!w.empty() && absl::StartsWith(w[0], absl::StrCat(":", kPrefix)))
-      ours.insert(w[0].substr(1));
-    // -A PREROUTING -i vnet0 -j NWFQ-I-vnet0 (jumps from the base chains)
+      live.chains.insert(w[0].substr(1));
     if (w.size() >= 4 && w[0] == "-A" && (w[1] == "PREROUTING" || w[1] == "POSTROUTING") &&
         absl::StartsWith(w.back(), kPrefix)) {
       w[0] = "-D";
-      deletes.push_back(w);
+      absl::StrAppend(&live.delete_jumps, absl::StrJoin(w, " "), "\n");
     }
   }
-  for (std::vector<std::string>& d : deletes) {
-    d.insert(d.begin(), {"ebtables", "--concurrent", "-t", "nat"});
-    (void)sub::Run(d, {.stdin_data = "", .timeout = absl::Seconds(20)});
-  }
-  for (const std::string& c : ours)
-    (void)sub::Run({"ebtables", "--concurrent", "-t", "nat", "-F", c},
-                   {.stdin_data = "", .timeout = absl::Seconds(20)});
-  for (const std::string& c : ours) {
-    absl::StatusOr<sub::RunResult> x = sub::Run({"ebtables", "--concurrent", "-t", "nat", "-X", c},
-                                                {.stdin_data = "", .timeout = absl::Seconds(20)});
-    if (!x.ok()) return x.status();
-    if (!x->ok()) return absl::InternalError(absl::StrCat("ebtables -X ", c, ": ", x->err));
+  return live;
+}
+
+// Runs one ebtables-restore --noflush transaction: all of `script` applies, or none of it.
+absl::Status Restore(const std::string& script) {
+  absl::StatusOr<sub::RunResult> r = sub::Run({"ebtables-restore", "--noflush"},
+                                              {.stdin_data = script, .timeout = absl::Seconds(20)});
+  if (!r.ok()) return r.status();
+  if (!r->ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("ebtables-restore failed: ", r->err, "\nscript:\n", script));
   }
   return absl::OkStatus();
 }
 
+// Transaction lines that take the live NWFQ state apart: the jumps first, then every chain
+// flushed (so no NWFQ chain references another), then deleted unless `keep` names it (a
+// kept chain is declared again by the new plan, which refills it).
+std::string TearDownLines(const LiveChains& live, const std::set<std::string>& keep) {
+  std::string out = live.delete_jumps;
+  for (const std::string& c : live.chains) absl::StrAppend(&out, "-F ", c, "\n");
+  for (const std::string& c : live.chains)
+    if (keep.count(c) == 0) absl::StrAppend(&out, "-X ", c, "\n");
+  return out;
+}
+
+}  // namespace
+
+absl::Status Remove() {
+  absl::StatusOr<LiveChains> live = ReadLiveChains();
+  if (!live.ok()) return live.status();
+  if (live->chains.empty() && live->delete_jumps.empty()) return absl::OkStatus();
+  return Restore(absl::StrCat("*nat\n", TearDownLines(*live, {}), "COMMIT\n"));
+}
+
 absl::Status Install(const Plan& plan) {
-  if (absl::Status st = Remove(); !st.ok()) return st;
-  if (plan.script.empty()) return absl::OkStatus();
-  absl::StatusOr<sub::RunResult> r = sub::Run(
-      {"ebtables-restore", "--noflush"}, {.stdin_data = plan.script, .timeout = absl::Seconds(20)});
-  if (!r.ok()) return r.status();
-  if (!r->ok()) {
-    (void)Remove();
-    return absl::FailedPreconditionError(
-        absl::StrCat("ebtables-restore failed: ", r->err, "\nscript:\n", plan.script));
+  absl::StatusOr<LiveChains> live = ReadLiveChains();
+  if (!live.ok()) return live.status();
+  if (plan.script.empty()) return Remove();
+  // The plan declares its chains as ":NAME POLICY" lines after "*nat"; keep those, and put
+  // the tear-down of the old state in front of the plan in the same transaction, so a
+  // reload never leaves a window without layer-2 filtering, and a failed one changes nothing.
+  std::set<std::string> keep;
+  for (absl::string_view line : absl::StrSplit(plan.script, '\n', absl::SkipEmpty())) {
+    if (absl::StartsWith(line, ":")) {
+      std::vector<std::string> w = absl::StrSplit(line.substr(1), ' ', absl::SkipEmpty());
+      if (!w.empty()) keep.insert(w[0]);
+    }
   }
-  return absl::OkStatus();
+  constexpr absl::string_view kHeader = "*nat\n";
+  if (!absl::StartsWith(plan.script, kHeader))
+    return absl::InternalError("layer-2 plan does not start with *nat");
+  return Restore(
+      absl::StrCat(kHeader, TearDownLines(*live, keep), plan.script.substr(kHeader.size())));
 }
 
 }  // namespace nwfq::l2

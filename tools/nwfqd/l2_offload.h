@@ -25,9 +25,10 @@
 // frames the kernel accepted (rules on the destination MAC, which the engine can only
 // approximate for queued packets). The caller does that with WithoutL2().
 //
-// Installation: one `ebtables-restore --noflush` transaction for all chains and jumps;
-// Remove() deletes the jumps and chains (also those of a crashed run: every NWFQ-I-/NWFQ-O-
-// chain in the nat table). Runs in the caller's network namespace. Thread-safety: none.
+// Installation: one `ebtables-restore --noflush` transaction that takes down whatever NWFQ
+// chains the kernel has (also those of a crashed run) and installs the new ones, so a
+// reload never leaves frames unfiltered and a failed one changes nothing; Remove() is one
+// transaction too. Runs in the caller's network namespace. Thread-safety: none.
 #pragma once
 
 #include <string>
@@ -58,7 +59,7 @@ Plan BuildPlan(const std::vector<InstantiatedBinding>& bindings);
 // `binding` with its layer-2 chains emptied (for the engine, once offloaded).
 InstantiatedBinding WithoutL2(const InstantiatedBinding& binding);
 
-// Removes stale NWFQ chains, then applies `plan.script` atomically.
+// Replaces every NWFQ chain in the kernel by `plan.script`, atomically.
 absl::Status Install(const Plan& plan);
 // Removes every NWFQ-I-* / NWFQ-O-* chain and the jumps to them. Idempotent.
 absl::Status Remove();
