@@ -27,35 +27,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "engine/compiler.h"
+#include "engine/defrag.h"
 #include "engine/evaluator.h"
 #include "engine/explain.h"
 
 namespace nwfq::engine {
 namespace {
-
-// The first-fragment decisions, direct mapped (a later datagram may evict an earlier one;
-// its remaining fragments then get the orphan verdict).
-struct FragSlot {
-  bool used = false;
-  uint8_t family = 0, proto = 0;
-  uint32_t id = 0;
-  std::array<uint8_t, 16> src{}, dst{};
-  ct::Nanos expires = 0;
-  Decision decision;
-};
-constexpr size_t kFragSlots = 256;
-constexpr ct::Nanos kFragTimeout = 30 * ct::kNanosPerSecond;  // ipfrag_time
-
-size_t FragHash(const PacketView& v) {
-  uint32_t h = v.frag_id * 2654435761u ^ v.l4proto;
-  for (int i = 0; i < 16; ++i) h = h * 31 + v.src_ip[i] + 7u * v.dst_ip[i];
-  return h % kFragSlots;
-}
-
-bool FragKeyEq(const FragSlot& s, const PacketView& v) {
-  return s.used && s.family == v.family && s.proto == v.l4proto && s.id == v.frag_id &&
-         s.src == v.src_ip && s.dst == v.dst_ip;
-}
 
 // A compiled program with the mutable state that belongs to exactly this program:
 // per-instruction counters and one connlimit limiter per connlimit rule instance.
@@ -128,6 +105,17 @@ inline CacheKey MakeCacheKey(const PacketView& v, View view, const ct::TrackResu
   return k;
 }
 
+// Goes to the defragmenter: an IP fragment (not VLAN-tagged: those bypass iptables), not an
+// IPv6 atomic fragment (offset 0, M=0: nf_ct_frag6_gather passes it on as it is). Its
+// transport header may be cut by the fragmentation (kTruncatedL4 / kBadL4Header): that is
+// no malformation of the fragment, only of a datagram that stays too short.
+inline bool ToDefrag(const PacketView& v) {
+  return v.fragment && v.family != 0 && v.vlan_tags == 0 &&
+         (v.frag_offset != 0 || v.more_fragments) &&
+         (v.malformed == Malformed::kNone || v.malformed == Malformed::kTruncatedL4 ||
+          v.malformed == Malformed::kBadL4Header);
+}
+
 // Conntrack looks at the packet (IP, not VLAN-tagged, not a non-first fragment, parsed).
 inline bool Trackable(const PacketView& v) {
   return v.malformed == Malformed::kNone && v.family != 0 && v.vlan_tags == 0 &&
@@ -196,7 +184,7 @@ struct CacheMapping {
 
 struct BindingState {
   BindingState(const EngineOptions& o, const ct::TimeoutPolicy* root)
-      : table(TableOpts(o)), timeouts(root) {
+      : table(TableOpts(o)), timeouts(root), defrag(o.defrag) {
     // Zero pages mapped lazily: an idle binding costs address space only.
     cache_slots = table.slot_count();
     cache_mapping = std::make_unique<CacheMapping>(cache_slots * 2 * sizeof(CachedDecision));
@@ -211,7 +199,7 @@ struct BindingState {
   ct::Table table;
   ct::TimeoutPolicy timeouts;
   std::shared_ptr<ProgramState> prog;  // guarded by Engine::State::mu for the swap
-  std::array<FragSlot, kFragSlots> frags{};
+  Defragmenter defrag;                 // IP fragments, per binding like conntrack (a zone per tap)
   std::unique_ptr<CacheMapping> cache_mapping;
   CachedDecision* cache = nullptr;  // [slot * 2 + dir], in cache_mapping
   size_t cache_slots = 0;
@@ -311,9 +299,17 @@ struct Engine::State {
   // Everything after parsing; `facts` = ToPacketFacts(v) when Trackable(v) (else unused).
   // `probe`: b.table.Probe(facts), when the caller computed it (DecideBatch), so that
   // conntrack does not hash the flow again; null otherwise.
+  // `reassembled`: `v` is a datagram the defragmenter completed (its fragments already
+  // passed the from-VM layer-2 chain one by one, as ebtables sees them before defrag).
   Decision Finish(BindingState& b, ProgramState& ps, View view, const PacketInput& packet,
                   const PacketView& v, const ct::PacketFacts& facts, ct::Nanos now, Trace* trace,
-                  const ct::FlowProbe* probe = nullptr);
+                  const ct::FlowProbe* probe = nullptr, bool reassembled = false);
+  // A fragment after the from-VM layer-2 chain: held, dropped, or its datagram decided.
+  Decision Defrag(BindingState& b, ProgramState& ps, View view, const PacketInput& packet,
+                  const PacketView& v, Decision d, ct::Nanos now, Trace* trace);
+  void Release(uint64_t token, const Decision& d) { released.push_back({token, d}); }
+
+  std::vector<Released> released;  // settled held fragments, for TakeReleased()
 
   size_t maintain_cursor = 0;  // Maintain(): binding to start with
 };
@@ -534,12 +530,13 @@ Decision Engine::State::Run(std::string_view portdev, View view, const PacketInp
 Decision Engine::State::Finish(BindingState& bs, ProgramState& pst, View view,
                                const PacketInput& packet, const PacketView& v,
                                const ct::PacketFacts& facts, ct::Nanos now, Trace* trace,
-                               const ct::FlowProbe* probe) {
+                               const ct::FlowProbe* probe, bool reassembled) {
   BindingState* b = &bs;
   ProgramState* ps = &pst;
   const Program& prog = *ps->program;
   Decision d;
-  if (v.malformed != Malformed::kNone) {
+  const bool to_defrag = !reassembled && ToDefrag(v);
+  if (v.malformed != Malformed::kNone && !to_defrag) {
     ++counters.malformed[static_cast<int>(v.malformed)];
     d.verdict = options.malformed_verdict;
     d.reason = Reason::kMalformed;
@@ -552,8 +549,8 @@ Decision Engine::State::Finish(BindingState& bs, ProgramState& pst, View view,
   ctx.pkt = &v;
   const bool from_vm = view != View::kToVm;
 
-  // Layer 2 first for frames from the VM.
-  if (from_vm && HasL2(prog, L2Dir::kI)) {
+  // Layer 2 first for frames from the VM (per fragment: ebtables runs before defrag).
+  if (from_vm && !reassembled && HasL2(prog, L2Dir::kI)) {
     const L2Outcome l2 = RunL2(prog, L2Dir::kI, ctx, trace, ps->counters.data(), bytes);
     if (l2.instr >= 0) d.l2_rule = static_cast<int32_t>(l2.rule);
     if (l2.dropped) {
@@ -567,19 +564,7 @@ Decision Engine::State::Finish(BindingState& bs, ProgramState& pst, View view,
   const bool l3 = v.family != 0 && v.vlan_tags == 0;
   ct::TrackResult tr;
   bool tracked = false;
-  if (l3 && v.fragment && v.frag_offset != 0) {
-    // A non-first fragment follows its datagram's first fragment.
-    FragSlot& s = b->frags[FragHash(v)];
-    if (FragKeyEq(s, v) && now <= s.expires) {
-      Decision fd = s.decision;
-      if (!v.more_fragments) s.used = false;  // last piece
-      return fd;
-    }
-    ++counters.orphan_fragments;
-    d.verdict = options.orphan_fragment_verdict;
-    d.reason = Reason::kFragment;
-    return d;
-  }
+  if (to_defrag) return Defrag(*b, *ps, view, packet, v, d, now, trace);
   if (l3) {
     tr = probe != nullptr ? b->table.Track(facts, *probe, b->timeouts, now)
                           : b->table.Track(facts, b->timeouts, now);
@@ -638,18 +623,108 @@ Decision Engine::State::Finish(BindingState& bs, ProgramState& pst, View view,
       b->table.Discard(tr);
     }
   }
-  if (l3 && v.fragment && v.frag_offset == 0) {
-    FragSlot& s = b->frags[FragHash(v)];
-    s.used = true;
-    s.family = v.family;
-    s.proto = v.l4proto;
-    s.id = v.frag_id;
-    s.src = v.src_ip;
-    s.dst = v.dst_ip;
-    s.expires = now + kFragTimeout;
-    s.decision = d;
-  }
   return d;
+}
+
+Decision Engine::State::Defrag(BindingState& b, ProgramState& ps, View view,
+                               const PacketInput& packet, const PacketView& v, Decision d,
+                               ct::Nanos now, Trace* trace) {
+  // Timers first (the kernel's run on their own): an expired queue is gone before this
+  // fragment looks for it.
+  b.defrag.Expire(now, false, FragDrop::kNone, [&](uint64_t token, FragDrop why) {
+    Decision x;
+    x.verdict = Verdict::kDrop;
+    x.reason = Reason::kFragment;
+    x.frag = why;
+    ++counters.frag_dropped[static_cast<int>(why)];
+    Release(token, x);
+  });
+  const std::span<const uint8_t> ip =
+      packet.bytes.subspan(std::min<size_t>(v.l3_offset, packet.bytes.size()));
+  const bool sum_ok = options.verify_checksums && !packet.checksum_unverified;
+  const Defragmenter::Result r = b.defrag.Add(v, ip, sum_ok, packet.token, now);
+  d.reason = Reason::kFragment;
+  d.verdict = Verdict::kDrop;
+  switch (r.kind) {
+    case Defragmenter::Kind::kHeld:
+      ++counters.fragments_held;
+      d.held = true;
+      return d;
+    case Defragmenter::Kind::kDropped:
+      d.frag = r.drop;
+      counters.frag_dropped[static_cast<int>(r.drop)] += 1 + r.released.size();
+      for (uint64_t t : r.released) Release(t, d);
+      return d;
+    case Defragmenter::Kind::kComplete:
+      break;
+  }
+  // The datagram: its first fragment's header (lengths fixed, fragment fields cleared)
+  // and the first bytes of its payload, parsed as a truncated NFQUEUE copy of it.
+  PacketInput whole;
+  whole.bytes = r.datagram;
+  whole.layer = Layer::kNetwork;
+  whole.ethertype = v.family == 4 ? kEtherIpv4 : kEtherIpv6;
+  whole.wire_len = r.datagram_len;
+  whole.checksum_unverified = true;  // verified below from the fragments' sums
+  whole.token = packet.token;
+  ParseOptions popt;
+  popt.verify_checksums = false;
+  popt.wire_len = r.datagram_len;
+  PacketView w = ParseNetwork(r.datagram, whole.ethertype, popt);
+  // The layer-2 facts of the frame that completed it.
+  w.has_l2 = v.has_l2;
+  w.has_src_mac = v.has_src_mac;
+  w.src_mac = v.src_mac;
+  w.dst_mac = v.dst_mac;
+  w.outer_ethertype = v.outer_ethertype;
+  w.l2_len = v.l2_len;
+  w.reassembled = true;
+  w.truncated = false;  // whole as far as rules and conntrack are concerned
+  if (w.malformed == Malformed::kNone && options.verify_checksums && r.sum_known) {
+    const int ok = DatagramChecksum(w, r.datagram, r.payload_offset, r.payload_sum);
+    if (ok >= 0) {
+      w.checksum_checked = true;
+      w.bad_checksum = ok == 0;
+    }
+  }
+  const ct::PacketFacts facts = Trackable(w) ? ToPacketFacts(w) : ct::PacketFacts{};
+  Decision out = Finish(b, ps, view, whole, w, facts, now, trace, nullptr, true);
+  if (out.l2_rule < 0) out.l2_rule = d.l2_rule;
+  out.reassembled = true;
+  ++counters.datagrams_reassembled;
+  for (uint64_t t : r.released) Release(t, out);
+  return out;
+}
+
+void Engine::TakeReleased(std::vector<Released>* out) {
+  out->clear();
+  std::swap(*out, state_->released);
+}
+
+void Engine::FlushFragments(FragDrop why) {
+  State& st = *state_;
+  std::vector<std::shared_ptr<BindingState>> all;
+  {
+    absl::ReaderMutexLock lock(&st.mu);
+    for (const auto& [name, b] : st.bindings) all.push_back(b);
+  }
+  for (const auto& b : all) {
+    b->defrag.Expire(0, true, why, [&](uint64_t token, FragDrop w) {
+      Decision x;
+      x.verdict = Verdict::kDrop;
+      x.reason = Reason::kFragment;
+      x.frag = w;
+      ++st.counters.frag_dropped[static_cast<int>(w)];
+      st.Release(token, x);
+    });
+  }
+}
+
+size_t Engine::held_fragments() const {
+  absl::ReaderMutexLock lock(&state_->mu);
+  size_t n = 0;
+  for (const auto& [name, b] : state_->bindings) n += b->defrag.fragments();
+  return n;
 }
 
 void Engine::DecideBatch(std::span<const BatchPacket> packets, ct::Nanos now,
@@ -802,6 +877,16 @@ size_t Engine::Maintain(ct::Nanos now, size_t budget) {
   size_t removed = 0;
   size_t left = budget;
   const size_t n = todo.size();
+  for (const auto& b : todo) {  // reassembly timers (nothing to do without fragments)
+    b->defrag.Expire(now, false, FragDrop::kNone, [&](uint64_t token, FragDrop why) {
+      Decision x;
+      x.verdict = Verdict::kDrop;
+      x.reason = Reason::kFragment;
+      x.frag = why;
+      ++st.counters.frag_dropped[static_cast<int>(why)];
+      st.Release(token, x);
+    });
+  }
   for (size_t k = 0; k < n && left > 0; ++k) {
     BindingState& b = *todo[(st.maintain_cursor + k) % n];
     const size_t step = std::min(left, std::max<size_t>(1, budget / n));

@@ -21,6 +21,7 @@
 #include "conntrack/table.h"
 #include "conntrack/timeouts.h"
 #include "conntrack/types.h"
+#include "engine/defrag.h"
 #include "engine/packet_view.h"
 #include "parser/instantiated.h"
 
@@ -50,6 +51,10 @@ struct PacketInput {
   // A truncated copy is parsed from its headers (ParseOptions::wire_len), not malformed;
   // rule counters count wire bytes.
   uint32_t wire_len = 0;
+  // The caller's name for this packet (NFQUEUE packet id, replay frame index): an IP
+  // fragment may be held (Decision::held) and its verdict given later under this token
+  // (Engine::TakeReleased).
+  uint64_t token = 0;
 };
 
 // Why a packet got its verdict, beyond the deciding rule.
@@ -58,8 +63,8 @@ enum class Reason : uint8_t {
   kFellOff,    // no terminal rule: the chain's fall-through behaviour decided (b.3, b.4)
   kNoBinding,  // no binding for this interface: not ours to filter
   kMalformed,  // the packet could not be parsed; the malformed-packet policy decided
-  kFragment,   // a non-first IP fragment whose first fragment was not seen (see
-               // EngineOptions::orphan_fragment_verdict); others follow their first
+  kFragment,   // an IP fragment the defragmenter dropped (Decision::frag says why), or
+               // one held until its datagram is complete (Decision::held)
 };
 
 struct Decision {
@@ -72,6 +77,24 @@ struct Decision {
   // Added by the engine developer:
   int32_t l2_rule = -1;  // the layer-2 rule that accepted/dropped/returned the frame, or -1
   Malformed malformed = Malformed::kNone;  // why parsing failed (Reason::kMalformed)
+  // Added by the defrag developer. IP fragments are reassembled (engine/defrag.h) before
+  // conntrack and the layer-3 chains, as the kernel does; the datagram is decided once and
+  // every fragment gets that decision:
+  //  * held: the datagram is incomplete; this packet's verdict is not known yet (verdict
+  //    is kDrop as a placeholder): the caller must not act on it but wait for its token in
+  //    Engine::TakeReleased() (or flush it with Engine::FlushFragments());
+  //  * reassembled: this decision is the whole datagram's (the packet completed it; the
+  //    other fragments' tokens are released with the same decision);
+  //  * frag != kNone: the defragmenter dropped the packet (Reason::kFragment).
+  bool held = false;
+  bool reassembled = false;
+  FragDrop frag = FragDrop::kNone;
+};
+
+// A held fragment's final decision, under the token it was given with.
+struct Released {
+  uint64_t token = 0;
+  Decision decision;
 };
 
 struct EngineOptions {
@@ -82,10 +105,9 @@ struct EngineOptions {
   // Verify transport checksums (as the kernel's conntrack does; bad ones are INVALID).
   // PacketInput::checksum_unverified skips it per packet.
   bool verify_checksums = true;
-  // Non-first IP fragments take the decision of their datagram's first fragment (the
-  // kernel reassembles before conntrack and decides the whole datagram once). Those whose
-  // first fragment was not seen (out of order, or evicted) get this verdict.
-  Verdict orphan_fragment_verdict = Verdict::kDrop;
+  // IP fragment reassembly (per binding; timeouts and memory bounds). Replaces the former
+  // orphan_fragment_verdict: fragments are no longer decided alone.
+  DefragOptions defrag;
   ct::TableOptions table;            // capacity is taken from conntrack_capacity
   ct::ConnLimiterOptions connlimit;  // kernel_compat_sticky reproduces finding i.1
 };
@@ -94,7 +116,12 @@ struct EngineOptions {
 struct EngineCounters {
   uint64_t packets = 0;
   uint64_t no_binding = 0;
-  uint64_t orphan_fragments = 0;
+  // Added by the defrag developer: fragments held until their datagram was complete,
+  // datagrams reassembled and decided, fragments dropped by the defragmenter by reason
+  // (FragDrop; a killed datagram counts each of its fragments).
+  uint64_t fragments_held = 0;
+  uint64_t datagrams_reassembled = 0;
+  std::array<uint64_t, kFragDropCount> frag_dropped{};
   // Added by the engine-performance developer: layer-3 decisions replayed from the
   // per-connection decision cache (no rule evaluated; counters still updated).
   uint64_t decision_cache_hits = 0;
@@ -119,6 +146,8 @@ class Engine {
   // Compiles `binding` and installs it for binding.portdev, replacing any previous program
   // for that device atomically. Connection state survives.
   absl::Status SetBinding(const InstantiatedBinding& binding);
+  // Fragments the binding still held are forgotten (never released): a caller that holds
+  // packets must give them a verdict itself (nwfqd times them out).
   void RemoveBinding(std::string_view portdev);
 
   // Decides one packet seen on `portdev` in `view` at time `now`. Updates conntrack (new
@@ -145,7 +174,21 @@ class Engine {
   // Same threading rule as Decide(): never concurrently with Decide()/DecideBatch() (call
   // it from the deciding thread or under the lock that serialises them). About 1 ns per
   // slot; 262,144 slots per binding by default.
+  // Also drops the IP fragments held longer than their reassembly timeout (into
+  // TakeReleased(), Decision::frag = kTimeout).
   size_t Maintain(ct::Nanos now, size_t budget = 4096);
+
+  // Added by the defrag developer. Held fragments whose fate became known since the last
+  // call (their datagram was completed by another packet, killed by an overlap, timed
+  // out, or flushed): moved into `*out` (cleared first), in the order they were settled.
+  // Call it after Decide/DecideBatch/Maintain/FlushFragments, on the deciding thread.
+  // Capacities are swapped, not freed: no allocation in the steady state.
+  void TakeReleased(std::vector<Released>* out);
+  // Drops every held fragment of every binding (Decision::frag = `why`) into
+  // TakeReleased(): the end of a capture, a shutdown. Same threading rule as Decide().
+  void FlushFragments(FragDrop why = FragDrop::kIncomplete);
+  // Held fragments, all bindings (0 when nothing waits).
+  size_t held_fragments() const;
 
   // Decide() that also writes, per rule looked at, whether it matched and why not
   // (the first condition that failed), one line each, into `*explanation`.

@@ -3,6 +3,7 @@
 #include <pcap/pcap.h>
 
 #include <cstring>
+#include <deque>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -138,6 +139,67 @@ absl::StatusOr<ReplaySummary> Replay(Engine& engine, const InstantiatedBinding& 
   pcap_pkthdr* hdr = nullptr;
   const u_char* bytes = nullptr;
   std::string explanation;
+  // Rows wait here, in frame order, while a held fragment's verdict is not known (its
+  // datagram incomplete); a row is written once it and every row before it are decided.
+  struct Pending {
+    bool ready = false;
+    Decision d;
+    View view = View::kFromVm;
+    std::string time;
+    std::string explanation;
+  };
+  std::deque<Pending> pending;
+  uint64_t next_row = 0;  // frame index of pending.front()
+  ct::Nanos next_expiry = 0;
+  std::vector<Released> released;
+  auto write = [&](uint64_t index, const Pending& p) {
+    const Decision& d = p.d;
+    switch (d.verdict) {
+      case Verdict::kAccept:
+        ++sum.accepted;
+        break;
+      case Verdict::kDrop:
+        ++sum.dropped;
+        break;
+      case Verdict::kReject:
+        ++sum.rejected;
+        break;
+    }
+    if (d.reason == Reason::kMalformed) ++sum.malformed;
+    std::string rule = "-";
+    if (d.rule >= 0 && static_cast<size_t>(d.rule) < binding.rules.size()) {
+      const RuleOrigin& o = binding.rules[static_cast<size_t>(d.rule)].origin;
+      rule = absl::StrCat(o.filter, ":", o.line);
+    }
+    csv << index << ',' << p.time << ',' << ViewText(p.view) << ',' << VerdictText(d.verdict) << ','
+        << rule << ',' << CtStateText(d) << '\n';
+    if (options.explain && options.explain_out != nullptr) {
+      *options.explain_out << "frame " << index << " " << p.time << " " << ViewText(p.view)
+                           << " -> " << VerdictText(d.verdict) << " (rule " << rule << ", ct "
+                           << CtStateText(d) << ")";
+      if (d.reason == Reason::kMalformed)
+        *options.explain_out << " malformed: " << MalformedName(d.malformed);
+      if (d.frag != FragDrop::kNone) *options.explain_out << " fragment: " << FragDropName(d.frag);
+      if (d.reassembled) *options.explain_out << " (reassembled datagram)";
+      *options.explain_out << "\n" << p.explanation;
+    }
+  };
+  // Marks the released fragments decided (by frame `by`) and writes the rows now ready.
+  auto settle = [&](uint64_t by) {
+    engine.TakeReleased(&released);
+    for (const Released& r : released) {
+      if (r.token < next_row || r.token - next_row >= pending.size()) continue;
+      Pending& p = pending[r.token - next_row];
+      p.ready = true;
+      p.d = r.decision;
+      if (options.explain && r.decision.reassembled)
+        p.explanation = absl::StrCat("  fragment of the datagram decided with frame ", by, "\n");
+    }
+    while (!pending.empty() && pending.front().ready) {
+      write(next_row++, pending.front());
+      pending.pop_front();
+    }
+  };
   int rc;
   while ((rc = pcap_next_ex(pcap, &hdr, &bytes)) == 1) {
     const uint64_t index = sum.frames++;
@@ -158,7 +220,8 @@ absl::StatusOr<ReplaySummary> Replay(Engine& engine, const InstantiatedBinding& 
     }
     PacketInput in;
     in.bytes = frame;
-    if (raw_ip) {  // raw IP captures: network-layer input, direction only from pcapng flags
+    in.token = index;  // a held fragment's row is written when its datagram is decided
+    if (raw_ip) {      // raw IP captures: network-layer input, direction only from pcapng flags
       in.layer = Layer::kNetwork;
       in.ethertype = !frame.empty() && (frame[0] >> 4) == 6 ? kEtherIpv6 : kEtherIpv4;
     }
@@ -182,35 +245,21 @@ absl::StatusOr<ReplaySummary> Replay(Engine& engine, const InstantiatedBinding& 
         ++sum.to_host;
         break;
     }
-    switch (d.verdict) {
-      case Verdict::kAccept:
-        ++sum.accepted;
-        break;
-      case Verdict::kDrop:
-        ++sum.dropped;
-        break;
-      case Verdict::kReject:
-        ++sum.rejected;
-        break;
-    }
-    if (d.reason == Reason::kMalformed) ++sum.malformed;
-    std::string rule = "-";
-    if (d.rule >= 0 && static_cast<size_t>(d.rule) < binding.rules.size()) {
-      const RuleOrigin& o = binding.rules[static_cast<size_t>(d.rule)].origin;
-      rule = absl::StrCat(o.filter, ":", o.line);
-    }
-    const std::string time = absl::StrFormat("%d.%06d", static_cast<int64_t>(hdr->ts.tv_sec),
-                                             static_cast<int64_t>(hdr->ts.tv_usec));
-    csv << index << ',' << time << ',' << ViewText(view) << ',' << VerdictText(d.verdict) << ','
-        << rule << ',' << CtStateText(d) << '\n';
-    if (options.explain && options.explain_out != nullptr) {
-      *options.explain_out << "frame " << index << " " << time << " " << ViewText(view) << " -> "
-                           << VerdictText(d.verdict) << " (rule " << rule << ", ct "
-                           << CtStateText(d) << ")";
-      if (d.reason == Reason::kMalformed)
-        *options.explain_out << " malformed: " << MalformedName(d.malformed);
-      if (d.reason == Reason::kFragment) *options.explain_out << " orphan fragment";
-      *options.explain_out << "\n" << explanation;
+    Pending row;
+    row.ready = !d.held;
+    row.d = d;
+    row.view = view;
+    row.time = absl::StrFormat("%d.%06d", static_cast<int64_t>(hdr->ts.tv_sec),
+                               static_cast<int64_t>(hdr->ts.tv_usec));
+    if (options.explain) row.explanation = d.held ? "" : explanation;
+    pending.push_back(std::move(row));
+    settle(index);
+    // A datagram left incomplete holds back the rows after it until its timer runs out
+    // in capture time: look at the timers once per captured second while one waits.
+    if (!pending.empty() && !pending.front().ready && now >= next_expiry) {
+      engine.Maintain(now, 0);
+      next_expiry = now + ct::kNanosPerSecond;
+      settle(index);
     }
     if (options.progress && options.progress_every && sum.frames % options.progress_every == 0)
       options.progress(sum.frames);
@@ -219,6 +268,12 @@ absl::StatusOr<ReplaySummary> Replay(Engine& engine, const InstantiatedBinding& 
     return absl::DataLossError(
         absl::StrCat(pcap_path, ": frame ", sum.frames, ": ", pcap_geterr(pcap)));
   }
+  // The end of the capture: timers that ran out by its last frame, then what is still
+  // incomplete is dropped (the kernel would drop it at its timeout).
+  engine.Maintain(last, 0);
+  settle(sum.frames);
+  engine.FlushFragments(FragDrop::kIncomplete);
+  settle(sum.frames);
   if (options.progress) options.progress(sum.frames);
   return sum;
 }

@@ -6,6 +6,12 @@
 // 0-1; dumpcap on the tap: inbound = sent by the VM, outbound = sent to the VM), else the
 // binding MAC (source MAC == binding MAC: from the VM). A from-VM frame whose destination
 // IP is one of `host_addrs` goes to the host (HI).
+//
+// IP fragments are reassembled as the kernel does (engine/defrag.h): rows stay one per
+// frame in index order; every fragment of a datagram carries the datagram's verdict, rule
+// and ctstate (written once the datagram is decided), and fragments of datagrams still
+// incomplete at the end of the capture are dropped ("fragment: incomplete datagram" in
+// the explanation; "timeout" when its 30 s / 60 s ran out in capture time).
 #pragma once
 
 #include <array>

@@ -369,23 +369,50 @@ TEST(Scenario, VlanTaggedFramesBypassLayer3) {
   EXPECT_FALSE(d.ct_looked_at);
 }
 
-TEST(Scenario, FragmentsFollowTheirFirstFragment) {
+// The datagram is reassembled before conntrack and the chains (engine/defrag.h; more in
+// defrag_test.cc): a fragment is held until its datagram is complete, and the one that
+// completes it carries the datagram's decision, which the held ones are released with.
+TEST(Scenario, FragmentsShareTheirDatagramsDecision) {
   Harness h({Rule(Action::kAccept, Direction::kOut, Protocol::kUdp, {U(Attr::kDstPortStart, 53)}),
              Rule(Action::kDrop, Direction::kInOut, Protocol::kAll, {}, 1000)});
-  PacketBuilder ok;
-  ok.Eth(kVmMac, kPeerMac).Ipv4(kVm, kPeer).IpId(11).Udp(1000, 53).Payload(100);
-  EXPECT_EQ(h.FromVm(PacketBuilder(ok).Fragment(0, 56, true).Build()).verdict, Verdict::kAccept);
-  EXPECT_EQ(h.FromVm(PacketBuilder(ok).Fragment(56, 52, false).Build()).verdict, Verdict::kAccept);
-  PacketBuilder no;
-  no.Eth(kVmMac, kPeerMac).Ipv4(kVm, kPeer).IpId(12).Udp(1000, 54).Payload(100);
-  EXPECT_EQ(h.FromVm(PacketBuilder(no).Fragment(0, 56, true).Build()).verdict, Verdict::kDrop);
-  EXPECT_EQ(h.FromVm(PacketBuilder(no).Fragment(56, 52, false).Build()).verdict, Verdict::kDrop);
-  // A later fragment without its first: the orphan verdict.
+  std::vector<Released> released;
+  for (const auto& [dport, want] :
+       {std::pair<uint16_t, Verdict>{53, Verdict::kAccept}, {54, Verdict::kDrop}}) {
+    PacketBuilder d;
+    d.Eth(kVmMac, kPeerMac).Ipv4(kVm, kPeer).IpId(dport).Udp(1000, dport).Payload(100);
+    const auto last = PacketBuilder(d).Fragment(56, 52, false).Build();
+    const auto first = PacketBuilder(d).Fragment(0, 56, true).Build();
+    PacketInput in;
+    in.bytes = last;
+    in.token = 7;
+    const Decision held = h.engine.Decide("vnet0", View::kFromVm, in, h.clock.Now());
+    EXPECT_TRUE(held.held);
+    EXPECT_EQ(held.reason, Reason::kFragment);
+    h.engine.TakeReleased(&released);
+    EXPECT_TRUE(released.empty());
+    in.bytes = first;
+    in.token = 8;
+    const Decision d8 = h.engine.Decide("vnet0", View::kFromVm, in, h.clock.Now());
+    EXPECT_FALSE(d8.held);
+    EXPECT_TRUE(d8.reassembled);
+    EXPECT_EQ(d8.verdict, want) << dport;
+    EXPECT_EQ(d8.ct_state, ct::State::kNew);
+    h.engine.TakeReleased(&released);
+    ASSERT_EQ(released.size(), 1u);
+    EXPECT_EQ(released[0].token, 7u);
+    EXPECT_EQ(released[0].decision.verdict, want) << dport;
+    EXPECT_EQ(released[0].decision.rule, d8.rule);
+  }
+  // A later fragment whose first never comes: held, then dropped with the datagram.
   PacketBuilder orphan;
   orphan.Eth(kVmMac, kPeerMac).Ipv4(kVm, kPeer).IpId(13).Udp(1000, 53).Payload(100);
   const Decision o = h.FromVm(PacketBuilder(orphan).Fragment(56, 52, false).Build());
-  EXPECT_EQ(o.reason, Reason::kFragment);
-  EXPECT_EQ(o.verdict, Verdict::kDrop);
+  EXPECT_TRUE(o.held);
+  h.engine.FlushFragments();
+  h.engine.TakeReleased(&released);
+  ASSERT_EQ(released.size(), 1u);
+  EXPECT_EQ(released[0].decision.verdict, Verdict::kDrop);
+  EXPECT_EQ(released[0].decision.frag, FragDrop::kIncomplete);
 }
 
 TEST(Scenario, NetworkLayerInputAsFromNfqueue) {

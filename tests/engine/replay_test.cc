@@ -94,6 +94,66 @@ TEST(Replay, CsvRowsWithMacDirectionAndHostAddr) {
             "4,13.000000,from-vm,accept,-,-\n");
 }
 
+// Fragments: rows stay in frame order; a datagram's fragments carry its verdict, rule and
+// ctstate (the last fragment, first in the capture, is written once the datagram is
+// complete); a datagram still incomplete at the end is dropped, with the reason in the
+// explanation; one whose 30 s ran out in capture time is dropped as timed out.
+TEST(Replay, FragmentsTakeTheirDatagramsRow) {
+  InstantiatedBinding b =
+      Bind({Rule(Action::kAccept, Direction::kOut, Protocol::kUdp, {U(Attr::kDstPortStart, 53)}),
+            Rule(Action::kDrop, Direction::kInOut, Protocol::kAll, {}, 1000)});
+  auto udp = [](uint16_t id, uint16_t dport) {
+    PacketBuilder d;
+    d.Eth(kVmMac, kPeerMac).Ipv4("198.18.0.2", "198.18.0.3").IpId(id).Udp(1000, dport).Payload(100);
+    return d;
+  };
+  auto frag = [](const PacketBuilder& d, uint16_t off, uint16_t len, bool more) {
+    return PacketBuilder(d).Fragment(off, len, more).Build();
+  };
+  const std::string path = WritePcap({
+      {10.0, frag(udp(1, 53), 56, 52, false)},  // 0: held until frame 2
+      {10.1,
+       PacketBuilder().Eth(kVmMac, kPeerMac).Ipv4("198.18.0.2", "198.18.0.3").Udp(7, 53).Build()},
+      {10.2, frag(udp(1, 53), 0, 56, true)},    // 2: completes datagram 1
+      {10.3, frag(udp(2, 54), 0, 56, true)},    // 3: denied port, completed by 4
+      {10.4, frag(udp(2, 54), 56, 52, false)},  // 4
+      {10.5, frag(udp(3, 53), 0, 56, true)},    // 5: never completed: times out at 40.5
+      {25.0, frag(udp(4, 53), 0, 56, true)},    // 6: incomplete at the end (50.0 < 55.0)
+      {50.0, frag(udp(5, 53), 56, 52, false)},  // 7: also incomplete
+  });
+  Engine e(Opts(1024));
+  ASSERT_TRUE(e.SetBinding(b).ok());
+  std::ostringstream csv, why;
+  ReplayOptions o;
+  o.explain = true;
+  o.explain_out = &why;
+  absl::StatusOr<ReplaySummary> sum = Replay(e, b, path, csv, o);
+  std::filesystem::remove(path);
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  EXPECT_EQ(csv.str(),
+            "index,time,direction,verdict,rule,ctstate\n"
+            "0,10.000000,from-vm,accept,test:1,NEW/ORIGINAL\n"
+            "1,10.100000,from-vm,accept,test:1,NEW/ORIGINAL\n"
+            "2,10.200000,from-vm,accept,test:1,NEW/ORIGINAL\n"
+            "3,10.300000,from-vm,drop,test:2,NEW/ORIGINAL\n"
+            "4,10.400000,from-vm,drop,test:2,NEW/ORIGINAL\n"
+            "5,10.500000,from-vm,drop,-,-\n"
+            "6,25.000000,from-vm,drop,-,-\n"
+            "7,50.000000,from-vm,drop,-,-\n");
+  EXPECT_EQ(sum->accepted, 3u);
+  EXPECT_EQ(sum->dropped, 5u);
+  const std::string text = why.str();
+  EXPECT_NE(text.find("frame 5 10.500000 from-vm -> drop (rule -, ct -) fragment: timeout"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("frame 6 25.000000 from-vm -> drop (rule -, ct -) fragment: incomplete "
+                      "datagram"),
+            std::string::npos);
+  EXPECT_NE(text.find("frame 0 10.000000 from-vm -> accept (rule test:1, ct NEW/ORIGINAL) "
+                      "(reassembled datagram)\n  fragment of the datagram decided with frame 2"),
+            std::string::npos);
+}
+
 TEST(Replay, SharedCapturesNeverCrash) {
   const std::filesystem::path root = std::filesystem::path(NWFQ_SHARED_DIR) / "pcaps";
   if (!std::filesystem::exists(root)) GTEST_SKIP() << "no shared captures at " << root;
