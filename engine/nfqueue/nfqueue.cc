@@ -122,6 +122,16 @@ Queue::~Queue() {
 
 int Queue::fd() const { return mnl_socket_get_fd(nl_); }
 
+void Queue::Release(uint32_t id, Verdict verdict) {
+  AppendVerdict(id, verdict == Verdict::kHold ? Verdict::kDrop : verdict);
+}
+
+void Queue::FlushVerdicts() {
+  if (tx_len_ == 0) return;
+  if (mnl_socket_sendto(nl_, tx_.get(), tx_len_) < 0) ++counters_.send_errors;
+  tx_len_ = 0;
+}
+
 void Queue::AppendVerdict(uint32_t id, Verdict verdict) {
   if (tx_len_ + kVerdictMsgMax > tx_capacity_) {  // more messages than slots: flush early
     if (mnl_socket_sendto(nl_, tx_.get(), tx_len_) < 0) ++counters_.send_errors;
@@ -180,7 +190,12 @@ void Queue::HandleDatagram(const uint8_t* data, size_t len, Handler handler) {
     }
     p.skb_info = ifindex(NFQA_SKB_INFO);
     ++counters_.packets;
-    AppendVerdict(p.id, handler(p));
+    const Verdict v = handler(p);
+    if (v == Verdict::kHold) {
+      ++counters_.held;
+    } else {
+      AppendVerdict(p.id, v);
+    }
   }
 }
 

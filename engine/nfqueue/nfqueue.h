@@ -57,7 +57,11 @@ struct Packet {
   bool checksum_not_ready() const;               // NFQA_SKB_CSUMNOTREADY (offloaded)
 };
 
-enum class Verdict : uint8_t { kAccept, kDrop };
+// kHold (added by the defrag developer): no verdict now; the handler's owner gives it
+// later with Queue::Release() (an IP fragment waiting for the rest of its datagram). The
+// kernel keeps the packet queued meanwhile; verdicts are individual NFQNL_MSG_VERDICT
+// messages, so any order is fine.
+enum class Verdict : uint8_t { kAccept, kDrop, kHold };
 
 // Monotonic per-queue counters (read them from the owning thread).
 struct Counters {
@@ -70,6 +74,8 @@ struct Counters {
   uint64_t enobufs = 0;       // receive overruns reported despite NETLINK_NO_ENOBUFS
   uint64_t recv_errors = 0;   // other receive errors (EINTR excluded)
   uint64_t send_errors = 0;   // verdict writes that failed
+  uint64_t held = 0;          // packets the handler held (kHold); released ones count
+                              // in accepted / dropped when their verdict is sent
 };
 
 // The kernel's view of one queue (/proc/net/netfilter/nfnetlink_queue, in the caller's
@@ -98,6 +104,11 @@ class Queue {
   // order, and writes all verdicts in one send. Returns the number of packets handled
   // (0 on timeout or EINTR).
   absl::StatusOr<int> ProcessBatch(int timeout_ms, Handler handler);
+
+  // The verdict of a packet held earlier (kHold): queued with the batch's verdicts, or
+  // sent by FlushVerdicts() when called outside ProcessBatch.
+  void Release(uint32_t id, Verdict verdict);
+  void FlushVerdicts();
 
   int fd() const;
   const Counters& counters() const { return counters_; }

@@ -151,7 +151,8 @@ absl::Status Daemon::Start() {
   HandlerOptions hopt{.log_verdicts = config_.log_verdicts,
                       .log_rate = config_.log_rate,
                       .rejecter = rejecter_.get(),
-                      .decide_mu = config_.queues.size() > 1 ? &decide_mu_ : nullptr};
+                      .decide_mu = config_.queues.size() > 1 ? &decide_mu_ : nullptr,
+                      .router = &router_};
   for (uint16_t q : config_.queues) {
     nfq::QueueOptions qopt;
     qopt.queue_num = q;
@@ -163,7 +164,9 @@ absl::Status Daemon::Start() {
     auto w = std::make_unique<Worker>();
     w->queue_num = q;
     w->queue = *std::move(queue);
-    w->handler = std::make_unique<PacketHandler>(hopt, engine_, tracer_, policy_);
+    HandlerOptions wopt = hopt;
+    wopt.queue_num = q;
+    w->handler = std::make_unique<PacketHandler>(wopt, engine_, tracer_, policy_);
     workers_.push_back(std::move(w));
   }
 
@@ -214,7 +217,16 @@ void Daemon::WorkerLoop(Worker& w) {
       return;
     }
     if (&w == workers_.front().get()) SweepExpired(clock, next_sweep);
+    SendReleased(w);
   }
+}
+
+// Verdicts of this worker's held fragments settled since its last batch (by this worker,
+// another one, or the sweep).
+void Daemon::SendReleased(Worker& w) {
+  router_.Take(w.queue_num, &w.releases);
+  for (const auto& [id, v] : w.releases) w.queue->Release(id, v);
+  w.queue->FlushVerdicts();
 }
 
 void Daemon::SweepExpired(const ct::Clock& clock, ct::Nanos& next_sweep) {
@@ -228,7 +240,8 @@ void Daemon::SweepExpired(const ct::Clock& clock, ct::Nanos& next_sweep) {
   next_sweep = now + kSweepInterval;
   // Same rule as Decide: one thread in the tables at a time (see Start for decide_mu_).
   std::lock_guard<std::mutex> lock(decide_mu_);
-  engine_.Maintain(now, kSlotsPerSweep);
+  engine_.Maintain(now, kSlotsPerSweep);  // also the fragments' reassembly timers
+  RouteReleased(engine_, router_, sweep_released_, nullptr);
 }
 
 absl::Status Daemon::Run(const std::atomic<bool>& stop, std::atomic<bool>& reload) {
@@ -290,6 +303,16 @@ void Daemon::Shutdown() {
           w->queue->ProcessBatch(0, [&](const nfq::Packet& p) { return w->handler->Handle(p); });
       if (!n.ok() || *n == 0) break;
     }
+  }
+  // Fragments still held (their datagrams incomplete) get the fail policy's verdict, so
+  // no queue entry is left behind: accept when fail-open, else drop.
+  if (!workers_.empty()) {
+    engine_.FlushFragments(engine::FragDrop::kIncomplete);
+    std::vector<engine::Released> rest;
+    engine_.TakeReleased(&rest);
+    for (const engine::Released& r : rest)
+      router_.Post(r.token, config_.fail_open ? nfq::Verdict::kAccept : nfq::Verdict::kDrop);
+    for (auto& w : workers_) SendReleased(*w);
   }
   if (!workers_.empty()) LogLines("", StatusText());
   workers_.clear();
@@ -460,9 +483,17 @@ std::string Daemon::StatusText() {
     absl::StrAppend(&out, " ", ViewName(v), " ", d[0], "/", d[1], "/", d[2]);
   }
   const auto& r = s.handler.by_reason;
-  absl::StrAppend(&out, "\nreasons: rule ", r[0], ", fell-off ", r[1], ", no-binding ", r[2],
-                  ", malformed ", r[3], ", orphan fragment ", r[4], "; not ours ",
-                  s.handler.not_ours, "\n");
+  absl::StrAppend(
+      &out, "\nreasons: rule ", r[0], ", fell-off ", r[1], ", no-binding ", r[2], ", malformed ",
+      r[3], ", fragment ", r[4], "; not ours ", s.handler.not_ours, "\nfragments: held ",
+      s.engine.fragments_held, ", datagrams reassembled ", s.engine.datagrams_reassembled,
+      ", dropped ",
+      [&] {
+        uint64_t n = 0;
+        for (uint64_t c : s.engine.frag_dropped) n += c;
+        return n;
+      }(),
+      "\n");
   return out;
 }
 

@@ -96,11 +96,13 @@ class Daemon {
     std::unique_ptr<nfq::Queue> queue;
     std::unique_ptr<PacketHandler> handler;
     std::thread thread;
+    std::vector<std::pair<uint32_t, nfq::Verdict>> releases;  // SendReleased scratch
   };
 
   absl::Status Start();
   absl::Status ApplySteering(const std::vector<std::string>& portdevs);
   void WorkerLoop(Worker& w);
+  void SendReleased(Worker& w);
   // Removes expired connections a little at a time (Engine::Maintain), at most every 50 ms.
   void SweepExpired(const ct::Clock& clock, ct::Nanos& next_sweep);
   void Shutdown();
@@ -128,6 +130,8 @@ class Daemon {
   // Data plane: reject replies (reject.h) and the layer-2 offload (l2_offload.h).
   std::unique_ptr<Rejecter> rejecter_;
   std::mutex decide_mu_;  // serialises Engine::Decide across workers (see Start)
+  ReleaseRouter router_;  // held fragments' verdicts, per queue (handler.h)
+  std::vector<engine::Released> sweep_released_;
   bool l2_installed_ = false;
   std::vector<std::string> l2_offloaded_;  // portdevs whose layer 2 is in ebtables
   std::string steer_detail_;

@@ -23,6 +23,21 @@ void HandlerStats::Add(const HandlerStats& o) {
     for (int d = 0; d < 3; ++d) decisions[v][d] += o.decisions[v][d];
   for (int r = 0; r < 5; ++r) by_reason[r] += o.by_reason[r];
   not_ours += o.not_ours;
+  held += o.held;
+  for (int v = 0; v < 3; ++v) released[v] += o.released[v];
+}
+
+void RouteReleased(engine::Engine& engine, ReleaseRouter& router,
+                   std::vector<engine::Released>& scratch, HandlerStats* stats) {
+  engine.TakeReleased(&scratch);
+  for (const engine::Released& r : scratch) {
+    // A held fragment of a datagram decided reject is dropped silently: the reject reply
+    // (if any) answered the packet that completed the datagram, once, as the kernel's
+    // REJECT answers the reassembled datagram once.
+    router.Post(r.token, r.decision.verdict == engine::Verdict::kAccept ? nfq::Verdict::kAccept
+                                                                        : nfq::Verdict::kDrop);
+    if (stats != nullptr) ++stats->released[static_cast<int>(r.decision.verdict)];
+  }
 }
 
 const char* ViewName(View v) {
@@ -70,7 +85,7 @@ const char* ReasonName(Reason r) {
     case Reason::kMalformed:
       return "malformed";
     case Reason::kFragment:
-      return "orphan-fragment";
+      return "fragment";
   }
   return "?";
 }
@@ -159,15 +174,23 @@ nfq::Verdict PacketHandler::Handle(const nfq::Packet& p) {
   // A truncated copy cannot be checksummed; an offloaded one is not ready yet.
   input.checksum_unverified = p.checksum_not_ready() || p.wire_len > p.payload.size();
   input.wire_len = p.wire_len;  // a header-sized copy is parsed, not malformed
+  input.token = ReleaseRouter::Token(options_.queue_num, p.id);
   engine::Verdict v = engine::Verdict::kAccept;
   View view = View::kToVm;
+  bool held = false;
   if (in != nullptr) {
     view = p.hook == nfq::kHookForward ? View::kFromVm : View::kVmToHost;
-    v = Decide(p, *in, view, input, now);
+    v = Decide(p, *in, view, input, now, &held);
   }
-  if (v == engine::Verdict::kAccept && out != nullptr) {
+  // A fragment bridged between two bound taps is held by the sender's binding: its
+  // datagram's verdict there is final (the receiver's FO is not consulted for it).
+  if (!held && v == engine::Verdict::kAccept && out != nullptr) {
     view = View::kToVm;
-    v = Decide(p, *out, view, input, now);
+    v = Decide(p, *out, view, input, now, &held);
+  }
+  if (held) {
+    ++stats_.held;
+    return nfq::Verdict::kHold;
   }
   if (v == engine::Verdict::kReject && options_.rejecter != nullptr) {
     options_.rejecter->Reject(p.payload, p.wire_len, view == View::kVmToHost);
@@ -193,7 +216,7 @@ const std::string* PacketHandler::Bound(uint32_t ifindex) {
 }
 
 engine::Verdict PacketHandler::Decide(const nfq::Packet& p, const std::string& portdev, View view,
-                                      const engine::PacketInput& input, ct::Nanos now) {
+                                      const engine::PacketInput& input, ct::Nanos now, bool* held) {
   Decision d;
   bool traced = false;
   std::string explanation;
@@ -202,11 +225,15 @@ engine::Verdict PacketHandler::Decide(const nfq::Packet& p, const std::string& p
     if (options_.decide_mu != nullptr) lock = std::unique_lock<std::mutex>(*options_.decide_mu);
     d = engine_.Explain(portdev, view, input, now, &explanation);  // = Decide + the why
     traced = true;
+    Settle(d);
   } else {
     std::unique_lock<std::mutex> lock;
     if (options_.decide_mu != nullptr) lock = std::unique_lock<std::mutex>(*options_.decide_mu);
     d = engine_.Decide(portdev, view, input, now);
+    Settle(d);
   }
+  *held = d.held;
+  if (d.held) return d.verdict;
   ++stats_.decisions[static_cast<int>(view)][static_cast<int>(d.verdict)];
   ++stats_.by_reason[static_cast<int>(d.reason)];
   if (traced) {
@@ -225,6 +252,22 @@ engine::Verdict PacketHandler::Decide(const nfq::Packet& p, const std::string& p
   }
   if (options_.log_verdicts && limiter_.Allow(now)) Log(p, portdev, view, d);
   return d.verdict;
+}
+
+// Under the engine's lock: what this call settled goes to the queues' owners. Without a
+// router a held fragment cannot be released: it is dropped now (and its datagram's
+// later fragments with it) rather than left queued forever.
+void PacketHandler::Settle(engine::Decision& d) {
+  if (options_.router == nullptr) {
+    std::vector<engine::Released> drop;
+    engine_.TakeReleased(&drop);
+    if (d.held) {
+      d.held = false;
+      d.verdict = engine::Verdict::kDrop;
+    }
+    return;
+  }
+  RouteReleased(engine_, *options_.router, released_, &stats_);
 }
 
 std::string PacketHandler::RuleText(const std::string& portdev, const Decision& d) const {

@@ -16,6 +16,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "conntrack/clock.h"
@@ -31,6 +33,8 @@ struct HandlerStats {
   uint64_t decisions[3][3] = {};  // [view][verdict accept/drop/reject]
   uint64_t by_reason[5] = {};     // engine::Reason
   uint64_t not_ours = 0;          // queued but neither physdev is a bound tap
+  uint64_t held = 0;              // IP fragments held for their datagram
+  uint64_t released[3] = {};      // held fragments given their verdict later [verdict]
   void Add(const HandlerStats& o);
 };
 
@@ -57,6 +61,30 @@ class RateLimiter {
 
 class Rejecter;
 
+// Verdicts of held IP fragments (nfq::Verdict::kHold), settled by whichever worker's engine
+// call completed, killed or timed out their datagram, for the worker that owns their queue
+// (a Queue is not thread-safe): Post from any thread, Take from the owner after each batch.
+// Added by the defrag developer.
+class ReleaseRouter {
+ public:
+  static uint64_t Token(uint16_t queue_num, uint32_t id) { return uint64_t{queue_num} << 32 | id; }
+  void Post(uint64_t token, nfq::Verdict v) {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_[static_cast<uint16_t>(token >> 32)].push_back({static_cast<uint32_t>(token), v});
+  }
+  // The verdicts waiting for queue `queue_num` (swapped into `*out`).
+  void Take(uint16_t queue_num, std::vector<std::pair<uint32_t, nfq::Verdict>>* out) {
+    out->clear();
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = pending_.find(queue_num);
+    if (it != pending_.end()) std::swap(*out, it->second);
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<uint16_t, std::vector<std::pair<uint32_t, nfq::Verdict>>> pending_;
+};
+
 struct HandlerOptions {
   bool log_verdicts = false;
   int log_rate = 20;
@@ -66,6 +94,11 @@ struct HandlerOptions {
   // Held around every Engine::Decide/Explain when several workers share the engine
   // (--queues with more than one queue); nullptr with one worker. See Daemon::Start.
   std::mutex* decide_mu = nullptr;
+  // IP fragments: the worker's queue (tokens name queue and packet id) and where settled
+  // held packets' verdicts go. nullptr: fragments are never held (decided per datagram
+  // still, but a held one is dropped at once).
+  uint16_t queue_num = 0;
+  ReleaseRouter* router = nullptr;
 };
 
 class PacketHandler {
@@ -81,7 +114,8 @@ class PacketHandler {
  private:
   const std::string* Bound(uint32_t ifindex);
   engine::Verdict Decide(const nfq::Packet& p, const std::string& portdev, engine::View view,
-                         const engine::PacketInput& input, ct::Nanos now);
+                         const engine::PacketInput& input, ct::Nanos now, bool* held);
+  void Settle(engine::Decision& d);
   std::string RuleText(const std::string& portdev, const engine::Decision& d) const;
   void Log(const nfq::Packet& p, const std::string& portdev, engine::View view,
            const engine::Decision& d);
@@ -95,6 +129,12 @@ class PacketHandler {
   absl::flat_hash_map<uint32_t, const std::string*> ifnames_;
   RateLimiter limiter_;
   HandlerStats stats_;
+  std::vector<engine::Released> released_;
 };
+
+// Routes the engine's settled held fragments (Engine::TakeReleased) to their queues;
+// call it where the engine is used (under decide_mu). `stats` may be null.
+void RouteReleased(engine::Engine& engine, ReleaseRouter& router,
+                   std::vector<engine::Released>& scratch, HandlerStats* stats);
 
 }  // namespace nwfq::nwfqd

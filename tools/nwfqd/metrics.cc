@@ -167,6 +167,21 @@ std::string Daemon::MetricsText() {
   for (uint64_t m : s.engine.malformed) malformed += m;
   p.Head("nwfq_malformed_total", "counter", "Packets the engine could not parse.");
   p.Sample("nwfq_malformed_total", "", malformed);
+  p.Head("nwfq_fragments_held_total", "counter",
+         "IP fragments held until their datagram was complete.");
+  p.Sample("nwfq_fragments_held_total", "", s.engine.fragments_held);
+  p.Head("nwfq_datagrams_reassembled_total", "counter",
+         "Fragmented datagrams reassembled and decided once.");
+  p.Sample("nwfq_datagrams_reassembled_total", "", s.engine.datagrams_reassembled);
+  p.Head("nwfq_fragments_dropped_total", "counter",
+         "IP fragments the defragmenter dropped, by reason (overlap, timeout, no-memory, ...).");
+  for (int r = 1; r < engine::kFragDropCount; ++r) {
+    p.Sample(
+        "nwfq_fragments_dropped_total",
+        absl::StrCat("reason=\"",
+                     std::string(engine::FragDropName(static_cast<engine::FragDrop>(r))), "\""),
+        s.engine.frag_dropped[r]);
+  }
 
   p.Head("nwfq_rule_packets_total", "counter", "Packets that matched a rule (per chain).");
   std::string bytes;
