@@ -61,6 +61,17 @@ TEST_F(LabTest, LargePingPassesWhole) {
   EXPECT_THAT(r.out, HasSubstr(" 0% packet loss"));
 }
 
+TEST_F(LabTest, FragmentedPingPassesReassembled) {
+  // 3000-byte payload: three IPv4 fragments at MTU 1500 reach the queue unreassembled
+  // (finding i.12); nwfqd holds them until the datagram is complete, decides it once and
+  // releases every fragment, both ways. Without reassembly the later fragments were
+  // decided alone (or dropped when out of order).
+  sub::RunResult r = Ping(lab::kVmNs, lab::kPeerIp4, 3, {"-s", "3000"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr(" 0% packet loss"));
+  EXPECT_THAT(NwfqdLog(), HasSubstr("ACCEPT       vnet0 from-vm    icmp 198.18.0.2 > 198.18.0.3"));
+}
+
 TEST_F(LabTest, PingFromVmToHostPasses) {
   // VM -> host goes through INPUT (libvirt's HI- chain): out icmp is allowed there too.
   sub::RunResult r = Ping(lab::kVmNs, lab::kHostIp4);
