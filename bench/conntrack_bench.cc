@@ -94,6 +94,7 @@ constexpr size_t kBatch = 64;
 // dependent-load loop), a packet ~50-100 ns of work.
 constexpr size_t kIndexAhead = 16;
 constexpr size_t kEntryAhead = 8;
+constexpr size_t kRecordAhead = 2;
 template <typename After>
 void TrackBatch(Table& t, PacketFacts* const* pkts, size_t n, const TimeoutPolicy& to, Nanos now,
                 After&& after) {
@@ -104,7 +105,7 @@ void TrackBatch(Table& t, PacketFacts* const* pkts, size_t n, const TimeoutPolic
   for (size_t i = 0; i < n; ++i) {
     if (i + kIndexAhead < n) t.PrefetchIndex(probe[i + kIndexAhead]);
     if (i + kEntryAhead < n) t.PrefetchEntry(probe[i + kEntryAhead]);
-    if (i + 2 < n) t.PrefetchRecord(probe[i + 2]);
+    if (i + kRecordAhead < n) t.PrefetchRecord(probe[i + kRecordAhead]);
     after(i, t.Track(*pkts[i], probe[i], to, now));
   }
 }
