@@ -142,10 +142,9 @@ class Table {
   // connections waits for 2 dependent misses, 3 for TCP/IPv6: tag line, entry, record).
   // bench/conntrack_bench.cc (TrackBatch) is the reference loop. A worker computes
   // probe = Probe(p) for its batch, then per packet i calls
-  //   PrefetchIndex(probe[i + 16])  brings the first bucket's tag line in,
-  //   PrefetchEntry(probe[i + 8])   reads it, brings the matching entry in (no match:
-  //                                 the second bucket's tag line and the free slot a
-  //                                 new connection would take),
+  //   PrefetchIndex(probe[i + 16])  brings both buckets' tag lines in,
+  //   PrefetchEntry(probe[i + 8])   reads them, brings the matching entries in (no
+  //                                 match: the free slot a new connection would take),
   //   PrefetchRecord(probe[i + 2])  reads that entry, brings its TCP/IPv6 record in,
   //   Track(p[i], probe[i], ...)    as Track(p, ...), without hashing again.
   // None of the prefetch calls changes any state; all are optional, in any combination.
