@@ -61,6 +61,8 @@ std::string_view FragDropName(FragDrop d) {
       return "unsupported";
     case FragDrop::kIncomplete:
       return "incomplete datagram";
+    case FragDrop::kBindingRemoved:
+      return "binding-removed";
     case FragDrop::kCount:
       break;
   }

@@ -59,6 +59,7 @@ enum class FragDrop : uint8_t {
   kTruncatedFirst,  // IPv6 first fragment without the whole upper-layer header (RFC 8200)
   kUnsupported,     // first fragment's network header longer than kept (> kMaxHeader)
   kIncomplete,      // still incomplete when flushed (end of a capture, shutdown)
+  kBindingRemoved,  // still incomplete when its binding was removed (Engine::RemoveBinding)
   kCount,
 };
 inline constexpr int kFragDropCount = static_cast<int>(FragDrop::kCount);

@@ -310,6 +310,10 @@ struct Engine::State {
   void Release(uint64_t token, const Decision& d) { released.push_back({token, d}); }
 
   std::vector<Released> released;  // settled held fragments, for TakeReleased()
+  // Bindings removed while they may still hold fragments: RemoveBinding runs on a control
+  // thread, so their queues are drained by the next TakeReleased() on the deciding thread.
+  std::vector<std::shared_ptr<BindingState>> retired ABSL_GUARDED_BY(mu);
+  std::atomic<bool> has_retired{false};
 
   size_t maintain_cursor = 0;  // Maintain(): binding to start with
 };
@@ -346,7 +350,11 @@ absl::Status Engine::SetBinding(const InstantiatedBinding& binding) {
 
 void Engine::RemoveBinding(std::string_view portdev) {
   absl::MutexLock lock(&state_->mu);
-  state_->bindings.erase(std::string(portdev));
+  auto it = state_->bindings.find(absl::string_view(portdev.data(), portdev.size()));
+  if (it == state_->bindings.end()) return;
+  state_->retired.push_back(std::move(it->second));  // its held fragments: TakeReleased()
+  state_->has_retired.store(true, std::memory_order_release);
+  state_->bindings.erase(it);
   state_->version.fetch_add(1, std::memory_order_release);
 }
 
@@ -697,8 +705,27 @@ Decision Engine::State::Defrag(BindingState& b, ProgramState& ps, View view,
 }
 
 void Engine::TakeReleased(std::vector<Released>* out) {
+  State& st = *state_;
+  if (st.has_retired.load(std::memory_order_acquire)) {
+    std::vector<std::shared_ptr<BindingState>> gone;
+    {
+      absl::MutexLock lock(&st.mu);
+      gone.swap(st.retired);
+      st.has_retired.store(false, std::memory_order_relaxed);
+    }
+    for (const auto& b : gone) {
+      b->defrag.Expire(0, true, FragDrop::kBindingRemoved, [&](uint64_t token, FragDrop w) {
+        Decision x;
+        x.verdict = Verdict::kDrop;
+        x.reason = Reason::kFragment;
+        x.frag = w;
+        ++st.counters.frag_dropped[static_cast<int>(w)];
+        st.Release(token, x);
+      });
+    }
+  }
   out->clear();
-  std::swap(*out, state_->released);
+  std::swap(*out, st.released);
 }
 
 void Engine::FlushFragments(FragDrop why) {

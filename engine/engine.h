@@ -146,8 +146,9 @@ class Engine {
   // Compiles `binding` and installs it for binding.portdev, replacing any previous program
   // for that device atomically. Connection state survives.
   absl::Status SetBinding(const InstantiatedBinding& binding);
-  // Fragments the binding still held are forgotten (never released): a caller that holds
-  // packets must give them a verdict itself (nwfqd times them out).
+  // Fragments the binding still held are dropped (Decision::frag = kBindingRemoved): they
+  // come out of the next TakeReleased() call (on the deciding thread, which alone may touch
+  // the binding's reassembly queues), so a caller holding their packets settles them there.
   void RemoveBinding(std::string_view portdev);
 
   // Decides one packet seen on `portdev` in `view` at time `now`. Updates conntrack (new

@@ -234,6 +234,33 @@ TEST(Defrag, TimeoutDropsEveryHeldFragment) {
   EXPECT_EQ(h.engine.held_fragments(), 1u);
 }
 
+// A removed binding's held fragments are settled, dropped, by the next TakeReleased (nwfqd
+// then issues their NFQUEUE verdicts); a binding installed again under the same name
+// starts with no queue.
+TEST(Defrag, RemoveBindingDropsItsHeldFragments) {
+  Defrag h;
+  h.Send(PacketBuilder(Udp4(53)).Fragment(0, 32, true).Build());
+  h.Send(PacketBuilder(Udp4(53)).Fragment(32, 32, true).Build());
+  EXPECT_TRUE(h.outcome.empty());
+  ASSERT_EQ(h.engine.held_fragments(), 2u);
+  h.engine.RemoveBinding("vnet0");
+  EXPECT_EQ(h.engine.held_fragments(), 0u);
+  h.Settle();
+  EXPECT_EQ(h.outcome[0], "drop:binding-removed");
+  EXPECT_EQ(h.outcome[1], "drop:binding-removed");
+  EXPECT_EQ(h.decision[0].reason, Reason::kFragment);
+  EXPECT_EQ(h.engine.counters().frag_dropped[static_cast<int>(FragDrop::kBindingRemoved)], 2u);
+  h.Settle();  // settled once only
+  EXPECT_EQ(h.released.size(), 0u);
+  ASSERT_TRUE(h.engine.SetBinding(h.binding).ok());
+  h.Send(PacketBuilder(Udp4(53)).Fragment(64, 44, false).Build());
+  EXPECT_EQ(h.outcome.count(2), 0u);  // a new queue: the old fragments are gone
+  EXPECT_EQ(h.engine.held_fragments(), 1u);
+  h.engine.FlushFragments();
+  h.Settle();
+  EXPECT_EQ(h.outcome[2], "drop:incomplete datagram");
+}
+
 TEST(Defrag, TimerIsNotExtendedByLaterFragments) {
   Defrag h;
   h.Send(PacketBuilder(Udp4(53)).Fragment(0, 32, true).Build());
