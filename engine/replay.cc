@@ -33,6 +33,66 @@ bool IsHostAddr(const PacketView& v, const ReplayOptions& o) {
   return false;
 }
 
+// Linux cooked captures (`tcpdump -i vnet0 -y LINUX_SLL2`, or any capture on "any"): the
+// header keeps the sender's MAC, the protocol and the packet type, not the destination
+// MAC. The frame is rebuilt as Ethernet so that layer-2 rules see what they can: source
+// MAC from the header, destination MAC as the packet type implies it (broadcast; an IP
+// multicast group's MAC; the VM's MAC for a frame sent to it; zero when unknowable, i.e.
+// a unicast frame from the VM). The packet type also gives the direction on a tap: a frame
+// the host sends (PACKET_OUTGOING) goes to the VM, any other came from it.
+constexpr uint16_t kPacketOutgoing = 4;
+constexpr uint16_t kPacketBroadcast = 1;
+constexpr uint16_t kPacketMulticast = 2;
+
+struct CookedFrame {
+  std::vector<uint8_t> ethernet;
+  bool outgoing = false;
+};
+
+bool CookedToEthernet(std::span<const uint8_t> rec, int dlt, const std::array<uint8_t, 6>& vm_mac,
+                      CookedFrame& out) {
+  auto be16 = [&](size_t o) { return static_cast<uint16_t>(rec[o] << 8 | rec[o + 1]); };
+  const size_t hdr = dlt == DLT_LINUX_SLL2 ? 20 : 16;
+  if (rec.size() < hdr) return false;
+  uint16_t pkttype, hatype, halen, proto;
+  size_t addr;
+  if (dlt == DLT_LINUX_SLL2) {
+    proto = be16(0);
+    hatype = be16(8);
+    pkttype = rec[10];
+    halen = rec[11];
+    addr = 12;
+  } else {
+    pkttype = be16(0);
+    hatype = be16(2);
+    halen = be16(4);
+    proto = be16(14);
+    addr = 6;
+  }
+  const std::span<const uint8_t> payload = rec.subspan(hdr);
+  std::array<uint8_t, 6> src{}, dst{};
+  if (hatype == 1 && halen == 6) std::memcpy(src.data(), rec.data() + addr, 6);  // ARPHRD_ETHER
+  if (pkttype == kPacketOutgoing) {
+    dst = vm_mac;
+  } else if (pkttype == kPacketBroadcast) {
+    dst.fill(0xff);
+  } else if (pkttype == kPacketMulticast && proto == 0x0800 && payload.size() >= 20) {
+    dst = {0x01, 0x00, 0x5e, static_cast<uint8_t>(payload[17] & 0x7f), payload[18], payload[19]};
+  } else if (pkttype == kPacketMulticast && proto == 0x86dd && payload.size() >= 40) {
+    dst = {0x33, 0x33, payload[36], payload[37], payload[38], payload[39]};
+  }
+  // Protocol 4 is an 802.2 LLC frame (STP and the like): an 802.3 length field instead.
+  const uint16_t type_or_len = proto == 0x0004 ? static_cast<uint16_t>(payload.size()) : proto;
+  out.ethernet.clear();
+  out.ethernet.insert(out.ethernet.end(), dst.begin(), dst.end());
+  out.ethernet.insert(out.ethernet.end(), src.begin(), src.end());
+  out.ethernet.push_back(static_cast<uint8_t>(type_or_len >> 8));
+  out.ethernet.push_back(static_cast<uint8_t>(type_or_len));
+  out.ethernet.insert(out.ethernet.end(), payload.begin(), payload.end());
+  out.outgoing = pkttype == kPacketOutgoing;
+  return true;
+}
+
 }  // namespace
 
 std::string CtStateText(const Decision& d) {
@@ -128,11 +188,14 @@ absl::StatusOr<ReplaySummary> Replay(Engine& engine, const InstantiatedBinding& 
   } closer{pcap};
   const int dlt = pcap_datalink(pcap);
   const bool raw_ip = dlt == DLT_RAW || dlt == DLT_IPV4 || dlt == DLT_IPV6;
-  if (dlt != DLT_EN10MB && !raw_ip) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(pcap_path, ": link type ", pcap_datalink_val_to_name(pcap_datalink(pcap)),
-                     " is not Ethernet (the capture must be taken on the VM's tap)"));
+  const bool cooked = dlt == DLT_LINUX_SLL || dlt == DLT_LINUX_SLL2;
+  if (dlt != DLT_EN10MB && !raw_ip && !cooked) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        pcap_path, ": link type ", pcap_datalink_val_to_name(pcap_datalink(pcap)),
+        " is not one replay reads (Ethernet, Linux cooked SLL/SLL2 or raw IP, taken on the "
+        "VM's tap)"));
   }
+  CookedFrame cooked_frame;
   csv << "index,time,direction,verdict,rule,ctstate\n";
   ReplaySummary sum;
   ct::Nanos last = 0;
@@ -203,17 +266,28 @@ absl::StatusOr<ReplaySummary> Replay(Engine& engine, const InstantiatedBinding& 
   int rc;
   while ((rc = pcap_next_ex(pcap, &hdr, &bytes)) == 1) {
     const uint64_t index = sum.frames++;
-    ct::Nanos now = static_cast<ct::Nanos>(hdr->ts.tv_sec) * ct::kNanosPerSecond +
-                    static_cast<ct::Nanos>(hdr->ts.tv_usec) * 1000;
+    // Microseconds since the epoch, normalised: some captures carry a tv_usec outside
+    // [0, 1e6) (a writer's bug); the time they mean is still sec + usec / 1e6.
+    const int64_t micros =
+        static_cast<int64_t>(hdr->ts.tv_sec) * 1'000'000 + static_cast<int64_t>(hdr->ts.tv_usec);
+    ct::Nanos now = micros * 1000;
     if (now < last) now = last;  // conntrack needs a clock that never goes back
     last = now;
     std::span<const uint8_t> frame(bytes, hdr->caplen);
-    // Direction: pcapng flag, else the binding MAC.
+    bool cooked_ok = false;
+    if (cooked) {
+      cooked_ok = CookedToEthernet(frame, dlt, binding.mac, cooked_frame);
+      if (cooked_ok) frame = cooked_frame.ethernet;  // else: too short, parsed as malformed
+    }
+    // Direction: pcapng flag, else the cooked header's packet type, else the binding MAC.
     View view = View::kToVm;
     const uint8_t flag = index < dirs->size() ? (*dirs)[index] : 0;
     if (flag == 1 || flag == 2) {
       view = flag == 1 ? View::kFromVm : View::kToVm;
       ++sum.direction_from_pcapng;
+    } else if (cooked_ok) {
+      view = cooked_frame.outgoing ? View::kToVm : View::kFromVm;
+      ++sum.direction_from_capture;
     } else if (!raw_ip && frame.size() >= 12 &&
                std::memcmp(frame.data() + 6, binding.mac.data(), 6) == 0) {
       view = View::kFromVm;
@@ -249,8 +323,9 @@ absl::StatusOr<ReplaySummary> Replay(Engine& engine, const InstantiatedBinding& 
     row.ready = !d.held;
     row.d = d;
     row.view = view;
-    row.time = absl::StrFormat("%d.%06d", static_cast<int64_t>(hdr->ts.tv_sec),
-                               static_cast<int64_t>(hdr->ts.tv_usec));
+    row.time = absl::StrFormat("%s%d.%06d", micros < 0 ? "-" : "",
+                               (micros < 0 ? -micros : micros) / 1'000'000,
+                               (micros < 0 ? -micros : micros) % 1'000'000);
     if (options.explain) row.explanation = d.held ? "" : explanation;
     pending.push_back(std::move(row));
     settle(index);

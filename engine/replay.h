@@ -2,10 +2,14 @@
 // with the capture's timestamps as the clock: one CSV row per frame
 // (`index,time,direction,verdict,rule,ctstate`), optionally with an explanation per frame.
 //
+// Link types: Ethernet; Linux cooked SLL/SLL2 (rebuilt as Ethernet: source MAC from the
+// header, destination MAC from the packet type, zero when it cannot be known); raw IP.
+//
 // Direction per frame: pcapng's per-packet direction flag when recorded (epb_flags bits
-// 0-1; dumpcap on the tap: inbound = sent by the VM, outbound = sent to the VM), else the
-// binding MAC (source MAC == binding MAC: from the VM). A from-VM frame whose destination
-// IP is one of `host_addrs` goes to the host (HI).
+// 0-1; dumpcap on the tap: inbound = sent by the VM, outbound = sent to the VM), else a
+// cooked header's packet type (outgoing on the tap = sent to the VM), else the binding MAC
+// (source MAC == binding MAC: from the VM). A from-VM frame whose destination IP is one of
+// `host_addrs` goes to the host (HI).
 //
 // IP fragments are reassembled as the kernel does (engine/defrag.h): rows stay one per
 // frame in index order; every fragment of a datagram carries the datagram's verdict, rule
@@ -40,7 +44,8 @@ struct ReplaySummary {
   uint64_t frames = 0;
   uint64_t accepted = 0, dropped = 0, rejected = 0;
   uint64_t from_vm = 0, to_vm = 0, to_host = 0;
-  uint64_t direction_from_pcapng = 0;  // frames whose direction came from epb_flags
+  uint64_t direction_from_pcapng = 0;   // frames whose direction came from epb_flags
+  uint64_t direction_from_capture = 0;  // ... from a Linux cooked header's packet type
   uint64_t malformed = 0;
 };
 

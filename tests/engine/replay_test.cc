@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <sstream>
+#include <tuple>
 
 #include "tests/engine/rule_helpers.h"
 #include "tests/testing/packet_builder.h"
@@ -152,6 +153,91 @@ TEST(Replay, FragmentsTakeTheirDatagramsRow) {
   EXPECT_NE(text.find("frame 0 10.000000 from-vm -> accept (rule test:1, ct NEW/ORIGINAL) "
                       "(reassembled datagram)\n  fragment of the datagram decided with frame 2"),
             std::string::npos);
+}
+
+// A Linux cooked (SLL / SLL2) record of an Ethernet frame, as the kernel's packet socket
+// writes it: the sender's MAC, the ethertype and the packet type; no destination MAC.
+std::vector<uint8_t> Cooked(int dlt, uint8_t pkttype, const std::vector<uint8_t>& eth) {
+  std::vector<uint8_t> r;
+  const auto mac = std::vector<uint8_t>(eth.begin() + 6, eth.begin() + 12);
+  if (dlt == DLT_LINUX_SLL2) {
+    r = {eth[12], eth[13], 0, 0, 0, 0, 0, 7, 0, 1, pkttype, 6};
+  } else {
+    r = {0, pkttype, 0, 1, 0, 6};
+  }
+  r.insert(r.end(), mac.begin(), mac.end());
+  r.insert(r.end(), 2, 0);  // the 8-byte address field's padding
+  if (dlt == DLT_LINUX_SLL) r.insert(r.end(), {eth[12], eth[13]});
+  r.insert(r.end(), eth.begin() + 14, eth.end());
+  return r;
+}
+
+std::string WriteRaw(int dlt,
+                     const std::vector<std::tuple<long, long, std::vector<uint8_t>>>& recs) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("nwfq_replay_cooked_" + std::to_string(getpid()) + ".pcap"))
+                               .string();
+  pcap_t* dead = pcap_open_dead(dlt, 65535);
+  pcap_dumper_t* d = pcap_dump_open(dead, path.c_str());
+  for (const auto& [sec, usec, f] : recs) {
+    pcap_pkthdr h{};
+    h.ts.tv_sec = static_cast<time_t>(sec);
+    h.ts.tv_usec = static_cast<suseconds_t>(usec);
+    h.caplen = h.len = static_cast<uint32_t>(f.size());
+    pcap_dump(reinterpret_cast<u_char*>(d), &h, f.data());
+  }
+  pcap_dump_close(d);
+  pcap_close(dead);
+  return path;
+}
+
+// Linux cooked captures (tcpdump on "any", or -y LINUX_SLL2 on the tap): the packet type
+// gives the direction (outgoing on the tap = to the VM), the header's address is the
+// source MAC layer-2 matches see; a tv_usec beyond a second is carried into the seconds.
+TEST(Replay, LinuxCookedCapturesGiveDirectionAndSourceMac) {
+  InstantiatedBinding b =
+      Bind({Rule(Action::kDrop, Direction::kOut, Protocol::kIcmp,
+                 {MacAttr(Attr::kSrcMacAddr, "52:54:00:00:00:02", true)}),
+            Rule(Action::kAccept, Direction::kIn, Protocol::kTcp, {U(Attr::kDstPortStart, 22)}),
+            Rule(Action::kAccept, Direction::kOut, Protocol::kIcmp),
+            Rule(Action::kDrop, Direction::kInOut, Protocol::kAll, {}, 1000)});
+  const auto syn = PacketBuilder()
+                       .Eth(kPeerMac, kVmMac)
+                       .Ipv4("198.18.0.3", "198.18.0.2")
+                       .Tcp(40000, 22, 0x02, 5000);
+  const auto synack = PacketBuilder()
+                          .Eth(kVmMac, kPeerMac)
+                          .Ipv4("198.18.0.2", "198.18.0.3")
+                          .Tcp(22, 40000, 0x12, 100, 5001);
+  const nwfq::testing::Mac spoofed = {0x02, 0, 0, 0, 0, 0x66};
+  const auto ping = [](const nwfq::testing::Mac& src, uint16_t seq) {
+    return PacketBuilder().Eth(src, kPeerMac).Ipv4("198.18.0.2", "198.18.0.3").Icmp(8, 0, 7, seq);
+  };
+  struct Case {
+    int dlt;
+    std::string want;
+  };
+  for (const Case& c : {Case{DLT_LINUX_SLL2, "SLL2"}, Case{DLT_LINUX_SLL, "SLL"}}) {
+    SCOPED_TRACE(c.want);
+    const std::string path =
+        WriteRaw(c.dlt, {{10, 0, Cooked(c.dlt, 4, PacketBuilder(syn).Build())},
+                         {10, 500000, Cooked(c.dlt, 0, PacketBuilder(synack).Build())},
+                         {11, 0, Cooked(c.dlt, 0, ping(spoofed, 1).Build())},
+                         {12, 1500000, Cooked(c.dlt, 0, ping(kVmMac, 2).Build())}});
+    Engine e(Opts(1024));
+    ASSERT_TRUE(e.SetBinding(b).ok());
+    std::ostringstream csv;
+    absl::StatusOr<ReplaySummary> sum = Replay(e, b, path, csv, ReplayOptions{});
+    std::filesystem::remove(path);
+    ASSERT_TRUE(sum.ok()) << sum.status();
+    EXPECT_EQ(sum->direction_from_capture, 4u);
+    EXPECT_EQ(csv.str(),
+              "index,time,direction,verdict,rule,ctstate\n"
+              "0,10.000000,to-vm,accept,test:2,NEW/ORIGINAL\n"
+              "1,10.500000,from-vm,accept,test:2,ESTABLISHED/REPLY\n"
+              "2,11.000000,from-vm,drop,test:1,NEW/ORIGINAL\n"
+              "3,13.500000,from-vm,accept,test:3,NEW/ORIGINAL\n");
+  }
 }
 
 TEST(Replay, SharedCapturesNeverCrash) {

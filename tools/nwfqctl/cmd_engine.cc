@@ -126,7 +126,8 @@ int RunReplay(const ReplayFlags& f) {
   if (f.json) {
     std::printf(
         "{\"frames\":%llu,\"accept\":%llu,\"drop\":%llu,\"reject\":%llu,\"from_vm\":%llu,"
-        "\"to_vm\":%llu,\"to_host\":%llu,\"malformed\":%llu,\"direction_from_pcapng\":%llu}\n",
+        "\"to_vm\":%llu,\"to_host\":%llu,\"malformed\":%llu,\"direction_from_pcapng\":%llu,"
+        "\"direction_from_cooked_header\":%llu}\n",
         static_cast<unsigned long long>(sum->frames),
         static_cast<unsigned long long>(sum->accepted),
         static_cast<unsigned long long>(sum->dropped),
@@ -134,7 +135,8 @@ int RunReplay(const ReplayFlags& f) {
         static_cast<unsigned long long>(sum->from_vm), static_cast<unsigned long long>(sum->to_vm),
         static_cast<unsigned long long>(sum->to_host),
         static_cast<unsigned long long>(sum->malformed),
-        static_cast<unsigned long long>(sum->direction_from_pcapng));
+        static_cast<unsigned long long>(sum->direction_from_pcapng),
+        static_cast<unsigned long long>(sum->direction_from_capture));
   } else if (!f.explain) {
     std::printf("%llu frames: %llu accept, %llu drop, %llu reject (%llu malformed)\n",
                 static_cast<unsigned long long>(sum->frames),
