@@ -374,7 +374,11 @@ const bool kRegistered =
       CLI::App* replay = app.add_subcommand(
           "replay", "run a tap capture (pcap/pcapng) through the engine; one CSV row per frame");
       AddCommon(replay, *rf);
-      replay->add_option("--pcap", rf->pcap, "Ethernet capture taken on the VM's tap")->required();
+      replay
+          ->add_option("--pcap", rf->pcap,
+                       "capture taken on the VM's tap: pcap or pcapng; Ethernet, Linux "
+                       "cooked (SLL/SLL2) or raw IP")
+          ->required();
       replay->add_option("--verdicts", rf->verdicts, "output CSV")->required();
       replay->add_flag("--explain", rf->explain, "print every rule looked at per frame on stdout");
       replay->add_flag("--connlimit-kernel-compat", rf->connlimit_kernel_compat,
@@ -383,6 +387,23 @@ const bool kRegistered =
       replay->add_option("--connlimit-idle", rf->connlimit_idle_seconds,
                          "connlimit does not count connections idle for longer than SECONDS "
                          "(0 = count all, as the kernel)");
+      replay->footer(
+          "The capture's timestamps are the clock (conntrack timeouts run in capture time).\n"
+          "Direction per frame: pcapng's direction flag (dumpcap on the tap: inbound = from\n"
+          "the VM), else a cooked header's packet type, else the binding's MAC (source MAC =\n"
+          "the VM's: from the VM). IP fragments are reassembled; each fragment's row carries\n"
+          "its datagram's verdict.\n\n"
+          "CSV columns: index,time,direction,verdict,rule,ctstate\n"
+          "  direction  from-vm | to-vm | to-host (from-vm to a --host-addr)\n"
+          "  verdict    accept | drop | reject\n"
+          "  rule       filter:line of the deciding rule, or - (no rule decided)\n"
+          "  ctstate    NEW/ORIGINAL, ESTABLISHED/REPLY, RELATED/REPLY, ... INVALID,\n"
+          "             UNTRACKED, or - (conntrack does not look at the frame, e.g. ARP)\n\n"
+          "Example:\n"
+          "  tcpdump -i vnet0 -w tap.pcap   # on the host, while the VM runs\n"
+          "  nwfqctl replay --filters /etc/libvirt/nwfilter --binding vnet0.xml \\\n"
+          "      --pcap tap.pcap --verdicts out.csv --timeout icmp=3\n"
+          "  awk -F, '$4 == \"drop\"' out.csv   # then: nwfqctl replay ... --explain");
       replay->callback([rf, exit_code] { *exit_code = RunReplay(*rf); });
 
       auto ef = std::make_shared<ExplainFlags>();
