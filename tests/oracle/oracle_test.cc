@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -81,6 +82,121 @@ Ip4 ParseIp4(const std::vector<uint8_t>& f) {
 }
 
 uint16_t Rd16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+
+// ---- fragments: the kernel reassembles a bridged datagram and refragments it on output
+// (its own boundaries; IPv6 with a fragment id of its own), so what arrives is matched by
+// content: the frames at the far end are grouped per (addresses, fragment id) and a
+// datagram counts as delivered when one group (or one unfragmented frame) carries exactly
+// its fragmentable part.
+
+struct IpView {
+  bool ok = false;
+  bool fragment = false;  // IPv4 MF/offset, or an IPv6 fragment header right after the base
+  bool more = false;
+  uint32_t offset = 0;
+  uint8_t proto = 0;          // the upper-layer protocol
+  std::vector<uint8_t> key;   // addresses + fragment id
+  std::vector<uint8_t> body;  // the bytes after the IP header(s)
+};
+
+// `p` from the IP header on (an Ethernet frame's payload or Step::network).
+IpView ParseIp(const uint8_t* p, size_t n) {
+  IpView v;
+  if (n >= 20 && p[0] >> 4 == 4) {
+    const size_t ihl = (p[0] & 0x0f) * 4u;
+    const size_t total = Rd16(p + 2);
+    if (ihl < 20 || total < ihl || total > n) return v;
+    const uint16_t frag = Rd16(p + 6);
+    v.ok = true;
+    v.more = (frag & 0x2000) != 0;
+    v.offset = (frag & 0x1fffu) * 8u;
+    v.fragment = v.more || v.offset != 0;
+    v.proto = p[9];
+    v.key.assign(p + 12, p + 20);
+    v.key.push_back(p[4]);
+    v.key.push_back(p[5]);
+    v.key.push_back(p[9]);
+    v.body.assign(p + ihl, p + total);
+  } else if (n >= 40 && p[0] >> 4 == 6) {
+    const size_t total = 40u + Rd16(p + 4);
+    if (total > n) return v;
+    v.ok = true;
+    v.proto = p[6];
+    v.key.assign(p + 8, p + 40);
+    size_t at = 40;
+    if (p[6] == 44 && total >= 48) {
+      const uint16_t off = Rd16(p + 42);
+      v.fragment = true;
+      v.more = (off & 1) != 0;
+      v.offset = off & 0xfff8u;
+      v.proto = p[40];
+      v.key.insert(v.key.end(), p + 44, p + 48);
+      at = 48;
+    }
+    v.body.assign(p + at, p + total);
+  }
+  return v;
+}
+
+// Collects the frames seen at the far end while one datagram's fragments are sent.
+class DatagramWatch {
+ public:
+  explicit DatagramWatch(const std::vector<uint8_t>& whole)
+      : want_(ParseIp(whole.data(), whole.size())) {}
+  // Feeds a received Ethernet frame; true once the datagram has arrived whole.
+  bool Feed(const std::vector<uint8_t>& frame) {
+    if (frame.size() < 14) return false;
+    const IpView v = ParseIp(frame.data() + 14, frame.size() - 14);
+    if (!v.ok || v.proto != want_.proto) return false;
+    if (!v.fragment) {
+      if (v.body != want_.body) return done_;
+      part_ = true;
+      return done_ = true;
+    }
+    // A piece of this datagram (its bytes at its offset), possibly all that arrives.
+    if (v.offset + v.body.size() > want_.body.size() ||
+        !std::equal(v.body.begin(), v.body.end(), want_.body.begin() + v.offset))
+      return done_;
+    part_ = true;
+    Group& g = groups_[v.key];
+    g.pieces[v.offset] = v.body;
+    if (!v.more) g.end = v.offset + static_cast<uint32_t>(v.body.size());
+    if (g.end == 0) return done_;
+    std::vector<uint8_t> all;
+    for (const auto& [off, bytes] : g.pieces) {
+      if (off != all.size()) return done_;  // a hole or an overlap
+      all.insert(all.end(), bytes.begin(), bytes.end());
+    }
+    return done_ = done_ || (all.size() == g.end && all == want_.body);
+  }
+  // What reached the far end: "whole", "part" (some of its bytes, never all of them in one
+  // group) or "none".
+  std::string Result() const { return done_ ? "whole" : part_ ? "part" : "none"; }
+
+ private:
+  struct Group {
+    std::map<uint32_t, std::vector<uint8_t>> pieces;
+    uint32_t end = 0;
+  };
+  IpView want_;
+  std::map<std::vector<uint8_t>, Group> groups_;
+  bool done_ = false, part_ = false;
+};
+
+// nwfq's side of a datagram from the fragments it accepted, each [offset, offset + len):
+// "whole" = they cover the fragmentable part exactly once (the far end gets the datagram,
+// not a part of it, nor some of it twice), "none" = none accepted, else "part".
+std::string NwfqResult(const std::vector<std::pair<uint32_t, uint32_t>>& accepted, size_t len) {
+  if (accepted.empty()) return "none";
+  std::vector<std::pair<uint32_t, uint32_t>> r = accepted;
+  std::sort(r.begin(), r.end());
+  uint32_t at = 0;
+  for (const auto& [off, n] : r) {
+    if (off != at) return "part";
+    at += n;
+  }
+  return at == len ? "whole" : "part";
+}
 
 // Whether `got` (seen at the VM) is the host's answer to the to-host probe `sent`: an echo
 // reply with its id/seq, a TCP segment with its ports swapped, or an ICMP error quoting it.
@@ -237,10 +353,20 @@ TEST_P(OracleTest, NwfqAgreesWithKernelFrameByFrame) {
 
   std::vector<bool> delivered;
   std::vector<int64_t> times;
+  std::map<std::string, DatagramWatch> watches;  // by datagram name
+  for (const auto& [dname, whole] : script.datagrams) watches.emplace(dname, whole);
   for (const Step& s : script.steps) {
     int64_t at = 0;
     bool seen;
-    if (s.side == Side::kVmToHost) {
+    if (!s.datagram.empty()) {
+      // Delivered = the whole datagram arrived at the far end within the window after
+      // this fragment (the one that completes it in the kernel). A datagram still
+      // incomplete when the test ends is dropped (the kernel would after 30 s / 60 s).
+      DatagramWatch& w = watches.at(s.datagram);
+      seen = k.Inject(
+          s.side == Side::kVm, false, s.frame,
+          [&](const std::vector<uint8_t>& got) { return w.Feed(got); }, kDeliveryWait, &at);
+    } else if (s.side == Side::kVmToHost) {
       seen = k.Inject(
           true, true, s.frame,
           [&](const std::vector<uint8_t>& got) { return IsHostAnswer(s.frame, got); },
@@ -268,9 +394,32 @@ TEST_P(OracleTest, NwfqAgreesWithKernelFrameByFrame) {
 
   size_t agree = 0, pinned = 0;
   std::ostringstream table;
+  // Per datagram: the kernel delivered it (any of its fragments' windows saw it whole);
+  // nwfq's accepted fragments cover it exactly once; none accepted if not delivered.
+  struct DatagramResult {
+    std::string kernel;
+    std::vector<std::pair<uint32_t, uint32_t>> accepted;
+  };
+  std::map<std::string, DatagramResult> dgrams;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Step& s = script.steps[i];
+    if (s.datagram.empty()) continue;
+    DatagramResult& d = dgrams[s.datagram];
+    d.kernel = watches.at(s.datagram).Result();
+    if (rows[i].verdict == "accept") d.accepted.push_back({s.frag_offset, s.frag_len});
+  }
   for (size_t i = 0; i < rows.size(); ++i) {
     const Step& s = script.steps[i];
     const bool accepts = rows[i].verdict == "accept";
+    if (!s.datagram.empty()) {
+      char line[512];
+      std::snprintf(line, sizeof line, "  %2zu %-8s %-58s kernel=%-13s nwfq=%-6s %-18s %s\n", i,
+                    SideName(s.side), s.label.c_str(),
+                    ("dgram:" + dgrams[s.datagram].kernel).c_str(), rows[i].verdict.c_str(),
+                    rows[i].ctstate.c_str(), rows[i].rule.c_str());
+      table << line;
+      continue;
+    }
     const std::string kern = delivered[i] ? "delivered" : "not-delivered";
     char line[512];
     std::snprintf(line, sizeof line, "  %2zu %-8s %-58s kernel=%-13s nwfq=%-6s %-18s %s\n", i,
@@ -296,8 +445,39 @@ TEST_P(OracleTest, NwfqAgreesWithKernelFrameByFrame) {
                     << rows[i].ctstate << ", rule " << rows[i].rule << ")";
     }
   }
-  std::printf("[oracle] %s: %zu frames, %zu agree, %zu pinned divergences\n%s", name.c_str(),
-              rows.size(), agree, pinned, table.str().c_str());
+  size_t dg_agree = 0, dg_pinned = 0;
+  for (const auto& [dname, whole] : script.datagrams) {
+    const DatagramResult& d = dgrams[dname];
+    const std::string nwfq =
+        NwfqResult(d.accepted, ParseIp(whole.data(), whole.size()).body.size());
+    char line[512];
+    std::snprintf(line, sizeof line, "     datagram %-52s kernel=%-5s nwfq=%-5s (%zu accepted)\n",
+                  dname.c_str(), d.kernel.c_str(), nwfq.c_str(), d.accepted.size());
+    table << line;
+    auto div = script.datagram_divergences.find(dname);
+    if (div != script.datagram_divergences.end()) {
+      ++dg_pinned;
+      EXPECT_EQ(d.kernel, div->second.kernel)
+          << name << " datagram " << dname << ": the kernel changed its mind on a pinned "
+          << "divergence (" << div->second.reason << ")";
+      EXPECT_EQ(nwfq, div->second.nwfq)
+          << name << " datagram " << dname << ": nwfq changed on a pinned divergence ("
+          << div->second.reason << ")";
+      continue;
+    }
+    if (nwfq == d.kernel) {
+      ++dg_agree;
+    } else {
+      ADD_FAILURE() << name << " datagram " << dname << ": the kernel delivered " << d.kernel
+                    << " of it, nwfq " << nwfq << " (" << d.accepted.size()
+                    << " fragment(s) accepted)";
+    }
+  }
+  std::printf(
+      "[oracle] %s: %zu frames, %zu agree, %zu pinned divergences; %zu fragmented datagrams, %zu "
+      "agree, %zu pinned\n%s",
+      name.c_str(), rows.size(), agree, pinned, script.datagrams.size(), dg_agree, dg_pinned,
+      table.str().c_str());
 
   if (!script.nwfq_args.empty()) {
     // nwfq's default mode (without the compatibility switches): the frames where it differs
@@ -307,6 +487,7 @@ TEST_P(OracleTest, NwfqAgreesWithKernelFrameByFrame) {
     ASSERT_EQ(def.size(), script.steps.size()) << log2;
     std::vector<std::string> differs;
     for (size_t i = 0; i < def.size(); ++i) {
+      if (!script.steps[i].datagram.empty()) continue;  // compared per datagram above
       if ((def[i].verdict == "accept") != delivered[i]) differs.push_back(script.steps[i].label);
     }
     EXPECT_EQ(differs, script.default_mode_differs)

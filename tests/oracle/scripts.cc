@@ -56,7 +56,7 @@ class Script {
 
   // Returns the step's index.
   size_t Add(Side side, const PacketBuilder& b, const std::string& label) {
-    out_->steps.push_back(Step{side, b.Build(), b.BuildNetwork(), label});
+    out_->steps.push_back(Step{side, b.Build(), b.BuildNetwork(), label, {}, 0, 0});
     return out_->steps.size() - 1;
   }
 
@@ -149,8 +149,49 @@ class Script {
     return Add(side, b, label);
   }
 
+  struct Piece {
+    uint16_t offset, len;
+    bool more;
+    uint8_t ttl = 0;  // nonzero: this copy's TTL (a duplicate differs from its original)
+  };
+  // The datagram `whole` (an Ip() builder with its transport; IPv6: give it an IpId) sent as
+  // the fragments `pieces` of its fragmentable part, in that order, under `name`.
+  void Fragments(Side side, const PacketBuilder& whole, const std::string& name,
+                 const std::vector<Piece>& pieces) {
+    out_->datagrams[name] = whole.BuildNetwork();
+    for (const Piece& p : pieces) {
+      PacketBuilder b(whole);
+      b.Fragment(p.offset, p.len, p.more);
+      if (p.ttl != 0) b.Ttl(p.ttl);
+      const size_t i =
+          Add(side, b,
+              name + " [" + std::to_string(p.offset) + "," + std::to_string(p.offset + p.len) +
+                  ")" + (p.more ? " MF" : "") + (p.ttl != 0 ? " (again)" : ""));
+      out_->steps[i].datagram = name;
+      out_->steps[i].frag_offset = p.offset;
+      out_->steps[i].frag_len = p.len;
+    }
+  }
+  // A UDP datagram with a 100-byte payload (108 bytes to fragment) filled with a byte of
+  // its own (the far end recognises the reassembled content).
+  PacketBuilder UdpDatagram(Side side, const std::string& src, uint16_t sport,
+                            const std::string& dst, uint16_t dport) {
+    PacketBuilder b = Ip(side, src, dst);
+    if (IsV6(src)) b.IpId(0x6000 + next_id_++);
+    b.Udp(sport, dport).Payload(100, fill_++);
+    return b;
+  }
+  // A TCP SYN with a 12-byte payload (32 bytes to fragment).
+  PacketBuilder TcpDatagram(Side side, const std::string& src, uint16_t sport,
+                            const std::string& dst, uint16_t dport) {
+    PacketBuilder b = Ip(side, src, dst);
+    b.Tcp(sport, dport, kSyn, 1000, 0).Payload(12, fill_++);
+    return b;
+  }
+
   CaseScript* out_;
   uint16_t next_id_ = 0x100;
+  uint8_t fill_ = 0x80;
 };
 
 const Side V = Side::kVm;
@@ -185,6 +226,31 @@ void Stateful(CaseScript& c) {
   s.Tcp(H, kVm4, 40008, kHost4, 22, kSyn, 1000, 0, "VM to host tcp/22 (HI drop)");
   s.Tcp(H, kVm4, 8070, kHost4, 9, kSyn, 1000, 0, "VM from tcp/8070 to host (HI sport)");
   s.Udp(H, kVm4, 33003, kHost4, 53, "VM to host udp/53 (HI)");
+  // IP fragments: the kernel reassembles them (nf_defrag_ipv4, enabled in this namespace by
+  // the ctstate matches) before conntrack and FORWARD, then refragments; nwfq holds them and
+  // decides the datagram once.
+  s.Fragments(V, s.UdpDatagram(V, kVm4, 33010, kPeer4, 53), "frag udp/53 in order",
+              {{0, 56, true}, {56, 52, false}});
+  s.Fragments(P, s.UdpDatagram(P, kPeer4, 53, kVm4, 33010), "frag udp/53 reply (ESTABLISHED)",
+              {{0, 56, true}, {56, 52, false}});
+  s.Fragments(V, s.UdpDatagram(V, kVm4, 33011, kPeer4, 53), "frag udp/53 last first",
+              {{56, 52, false}, {0, 56, true}});
+  s.Fragments(V, s.UdpDatagram(V, kVm4, 33012, kPeer4, 54), "frag udp/54 (drop)",
+              {{0, 56, true}, {56, 52, false}});
+  s.Fragments(P, s.UdpDatagram(P, kPeer4b, 33013, kVm4, 53), "frag unsolicited udp to VM",
+              {{56, 52, false}, {0, 56, true}});
+  s.Fragments(V, s.TcpDatagram(V, kVm4, 8050, kPeer4, 9999), "frag tcp from 8050, 8-byte first",
+              {{0, 8, true}, {8, 24, false}});
+  s.Fragments(V, s.TcpDatagram(V, kVm4, 9050, kPeer4, 9999),
+              "frag tcp from 9050 (drop), 8-byte first", {{0, 8, true}, {8, 24, false}});
+  s.Fragments(V, s.UdpDatagram(V, kVm4, 33014, kPeer4, 53), "frag udp/53 overlap",
+              {{0, 56, true}, {48, 60, false}});
+  s.Fragments(V, s.UdpDatagram(V, kVm4, 33015, kPeer4, 53), "frag udp/53 duplicate",
+              {{0, 56, true}, {0, 56, true, 63}, {56, 52, false}});
+  s.Fragments(V, s.UdpDatagram(V, kVm4, 33016, kPeer4, 53), "frag udp/53 middle missing",
+              {{0, 32, true}, {64, 44, false}});
+  s.Fragments(V, s.UdpDatagram(V, kVm4, 33017, kPeer4, 53), "frag udp/53 three, shuffled",
+              {{32, 32, true}, {64, 44, false}, {0, 32, true}});
 }
 
 // d.2 statematch='false', c.3 drop / reject / return (stateless, hit replies).
@@ -208,6 +274,29 @@ void Stateless(CaseScript& c) {
   s.Tcp(V, kVm4, 40006, kPeer4, 23, kSyn, 1000, 0, "VM to tcp/23");
   s.Echo(V, kVm4, kPeer4, true, 1, 1, "out ping (accept all)");
   s.Echo(P, kPeer4, kVm4, true, 2, 1, "in ping (accept all)");
+  // IP fragments. Nothing in this rule set uses conntrack, so the kernel does not enable
+  // defragmentation in the namespace (nf_ct_netns_do_get -> nf_defrag_ipv4_enable runs only
+  // for a conntrack user) and filters each fragment alone: a non-first fragment carries no
+  // ports, so no port match holds for it (iptables-nft: `tcp sport`/`udp dport` payload
+  // loads fail on fragoff != 0) while `-p udp` still does (meta l4proto). nwfq always
+  // reassembles, as the kernel does on any host where conntrack runs (DIVERGENCES.md, F1).
+  s.Fragments(V, s.UdpDatagram(V, kVm4, 33010, kPeer4, 5000), "frag udp/5000 (return)",
+              {{0, 56, true}, {56, 52, false}});
+  s.Fragments(V, s.UdpDatagram(V, kVm4, 33011, kPeer4, 5001), "frag udp/5001 (drop udp)",
+              {{0, 56, true}, {56, 52, false}});
+  // Ports in the first 8 bytes: the first fragment matches --sport 12345 (RETURN), the
+  // second falls through to the final RETURN: both pass, unreassembled.
+  s.Fragments(V, s.TcpDatagram(V, kVm4, 12345, kPeer4, 80), "frag tcp from 12345, 8-byte first",
+              {{0, 8, true}, {8, 24, false}});
+  // The first fragment hits --sport 12000:12999 DROP, the second passes alone.
+  s.Fragments(V, s.TcpDatagram(V, kVm4, 12500, kPeer4, 80),
+              "frag tcp from 12500 (drop), 8-byte first", {{0, 8, true}, {8, 24, false}});
+  const std::string why =
+      "no conntrack user in this namespace, so no defragmentation: the kernel filters each "
+      "fragment alone (a non-first fragment matches no port rule and meets `-p udp -j DROP` "
+      "or the final RETURN); nwfq reassembles first, as on a host where conntrack runs (F1)";
+  c.datagram_divergences["frag udp/5000 (return)"] = {"part", "whole", why};
+  c.datagram_divergences["frag tcp from 12500 (drop), 8-byte first"] = {"part", "none", why};
 }
 
 // d.3 explicit state= (NEW, ESTABLISHED, ESTABLISHED,RELATED, NONE, a stateful drop).
@@ -364,6 +453,20 @@ void Ipv6(CaseScript& c) {
   s.Tcp(P, kPeer4, 40002, kVm4, 80, kSyn, 1000, 0, "IPv4 tcp/80 (no IPv4 rules)");
   s.Echo(V, kVm6, kPeer6b, true, 3, 1, "out ping6 to ::4");
   s.Tcp(P, kPeer6, 40003, kVm6, 22, kRst, 1000, 0, "bare RST to tcp6/22");
+  // IPv6 fragments (nf_defrag_ipv6 -> nf_ct_frag6_gather before conntrack, enabled by the
+  // ctstate matches; br_netfilter refragments on output with a fragment id of its own).
+  s.Fragments(V, s.UdpDatagram(V, kVm6, 33010, kPeer6, 53), "frag6 udp/53 in order",
+              {{0, 56, true}, {56, 52, false}});
+  s.Fragments(V, s.UdpDatagram(V, kVm6, 33011, kPeer6, 53), "frag6 udp/53 last first",
+              {{56, 52, false}, {0, 56, true}});
+  s.Fragments(V, s.UdpDatagram(V, kVm6, 33012, kPeer6, 54), "frag6 udp/54 (drop)",
+              {{0, 56, true}, {56, 52, false}});
+  s.Fragments(V, s.UdpDatagram(V, kVm6, 33013, kPeer6, 53), "frag6 udp/53 overlap",
+              {{0, 56, true}, {48, 60, false}});
+  s.Fragments(V, s.UdpDatagram(V, kVm6, 33014, kPeer6, 53), "frag6 udp/53 duplicate",
+              {{0, 56, true}, {0, 56, true, 63}, {56, 52, false}});
+  s.Fragments(V, s.UdpDatagram(V, kVm6, 33015, kPeer6, 53), "frag6 udp/53 middle missing",
+              {{0, 32, true}, {64, 44, false}});
 }
 
 // d.3 state=NONE on typed ICMP rules (no state match; own direction only).
