@@ -86,10 +86,14 @@ struct EntryRef {
 };
 
 // What Table::Track answers for one packet.
+// Field order is for the return registers (x86-64: 12 bytes come back in rax:rdx): the
+// entry fills rax, the four one-byte fields the low bytes of rdx. With the bytes first
+// (16 bytes, padding inside), callers spilled the pair and re-read it across the two
+// stores: a store-forwarding stall on every packet (found with perf on the engine).
 struct TrackResult {
+  EntryRef entry;  // the connection (existing or tentative); invalid for kInvalid/kUntracked
   State state = State::kInvalid;
   Dir dir = Dir::kOriginal;
-  EntryRef entry;  // the connection (existing or tentative); invalid for kInvalid/kUntracked
   bool tentative = false;  // a new connection that exists only once Confirm() is called
   bool assured = false;
 };
