@@ -279,7 +279,7 @@ void Stateless(CaseScript& c) {
   // for a conntrack user) and filters each fragment alone: a non-first fragment carries no
   // ports, so no port match holds for it (iptables-nft: `tcp sport`/`udp dport` payload
   // loads fail on fragoff != 0) while `-p udp` still does (meta l4proto). nwfq always
-  // reassembles, as the kernel does on any host where conntrack runs (DIVERGENCES.md, F1).
+  // reassembles, as the kernel does on any host where conntrack runs (DIVERGENCES.md, F3).
   s.Fragments(V, s.UdpDatagram(V, kVm4, 33010, kPeer4, 5000), "frag udp/5000 (return)",
               {{0, 56, true}, {56, 52, false}});
   s.Fragments(V, s.UdpDatagram(V, kVm4, 33011, kPeer4, 5001), "frag udp/5001 (drop udp)",
@@ -294,7 +294,7 @@ void Stateless(CaseScript& c) {
   const std::string why =
       "no conntrack user in this namespace, so no defragmentation: the kernel filters each "
       "fragment alone (a non-first fragment matches no port rule and meets `-p udp -j DROP` "
-      "or the final RETURN); nwfq reassembles first, as on a host where conntrack runs (F1)";
+      "or the final RETURN); nwfq reassembles first, as on a host where conntrack runs (F3)";
   c.datagram_divergences["frag udp/5000 (return)"] = {"part", "whole", why};
   c.datagram_divergences["frag tcp from 12500 (drop), 8-byte first"] = {"part", "none", why};
 }
