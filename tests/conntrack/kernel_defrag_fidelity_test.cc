@@ -37,7 +37,7 @@
 //     inside a complete run dropped alone (IPFRAG_DUP), the datagrams delivered once.
 //   ppp_ip6_fragments: 4 mDNS/WS-Discovery datagrams reassembled, INVALID: 4 bytes follow the
 //     UDP length and nf_checksum() sums the whole payload (nwfq: NEW, bug, see
-//     DefragChecksum.CraftedUdpDatagramsAsTheKernel).
+//     DefragChecksum.FragmentedUdpAsTheKernel).
 //   sv_frag-eth-vlan-ip-tcp-syn (VLAN removed): a SYN in 3 fragments, NEW at the 3rd.
 //   sv_ipv6-atomic-frag-toobig: atomic fragments are not queued (passed as they are):
 //     5 packets, NEW / INVALID (packet-too-big without a connection) / UNTRACKED.
@@ -771,10 +771,17 @@ const CraftedRow kCraftedRows[] = {
     {{"IPv6 UDP, correct checksum, fragmented", 6, 0, false, 304}, "NEW/ORIGINAL"},
 };
 
-// No root needed: nwfq against the kernel's recorded answers. The fragmented rows exercise
-// DatagramChecksum (engine/defrag.cc), the others the parser (engine/packet_view.cc).
-TEST(DefragChecksum, CraftedUdpDatagramsAsTheKernel) {
+// No root needed: nwfq against the kernel's recorded answers. Fragmented rows go through
+// DatagramChecksum (engine/defrag.cc), the others through the parser (engine/packet_view.cc).
+TEST(DefragChecksum, FragmentedUdpAsTheKernel) {
   for (const CraftedRow& row : kCraftedRows) {
+    if (row.c.fragment == 0) continue;
+    EXPECT_EQ(NwfqDatagram(CraftFrames(row.c, {2, 0, 0, 0, 0, 1})), row.kernel) << row.c.name;
+  }
+}
+TEST(DefragChecksum, UnfragmentedUdpAsTheKernel) {
+  for (const CraftedRow& row : kCraftedRows) {
+    if (row.c.fragment != 0) continue;
     EXPECT_EQ(NwfqDatagram(CraftFrames(row.c, {2, 0, 0, 0, 0, 1})), row.kernel) << row.c.name;
   }
 }
