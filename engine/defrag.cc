@@ -423,10 +423,18 @@ int DatagramChecksum(const PacketView& v, std::span<const uint8_t> datagram,
     case kProtoUdplite: {
       if (datagram.size() < l4 + 8) return -1;
       const uint16_t len = Be16(t + 4);
-      // UDP: the sum covers `len` bytes (only the whole payload is summed here); a zero
-      // IPv4 checksum means none. UDPLite: full coverage (0 or the whole) only.
-      if (v.l4proto == kProtoUdp && (len != n || (v.family == 4 && Be16(t + 6) == 0))) return -1;
-      if (v.l4proto == kProtoUdplite && len != 0 && len != n) return -1;
+      if (v.l4proto == kProtoUdp) {
+        // As conntrack's udp_error (nf_conntrack_proto_udp.c): a length beyond the payload
+        // or below the header is an error; a zero checksum means none (IPv6 too: conntrack
+        // does not refuse it); otherwise nf_checksum() sums the WHOLE payload (skb->len -
+        // dataoff, also in the pseudo-header), not `len` bytes: bytes after the UDP length
+        // make the datagram INVALID unless they happen to sum to zero.
+        if (len < 8 || len > n) return 0;
+        if (Be16(t + 6) == 0) return -1;
+        return Fold(acc + pseudo(kProtoUdp, n)) == 0xffff;
+      }
+      // UDPLite: full coverage (0 or the whole) only.
+      if (len != 0 && len != n) return -1;
       return Fold(acc + pseudo(v.l4proto, n)) == 0xffff;
     }
     default:

@@ -139,9 +139,10 @@ class Defragmenter {
 };
 
 // The transport checksum of a reassembled datagram: `v` parsed from Result::datagram,
-// `payload_offset` and `payload_sum` from the Result. Returns 1 = verifies, 0 = bad, -1 = cannot
-// tell (a protocol whose checksum is not a ones'-complement sum over the whole payload: SCTP's
-// CRC32c, UDP/UDPLite with a partial coverage, or a zero UDP checksum).
+// `payload_offset` and `payload_sum` from the Result. Returns 1 = verifies, 0 = bad (UDP: also a
+// length field outside [8, payload], as conntrack's udp_error), -1 = cannot tell (SCTP's CRC32c,
+// UDPLite with a partial coverage, a zero UDP checksum = none). UDP is summed over the whole
+// payload as nf_checksum() does, bytes after the UDP length included.
 int DatagramChecksum(const PacketView& v, std::span<const uint8_t> datagram,
                      uint16_t payload_offset, uint64_t payload_sum);
 
