@@ -261,18 +261,17 @@ void ParseTransport(const uint8_t* p, size_t n, size_t cap, PacketView& v,
         v.malformed = Malformed::kBadL4Header;
         return;
       }
+      // A zero checksum means none (conntrack's udp_error, IPv6 included). UDP is summed
+      // as nf_checksum does: over the whole IP payload, with that length in the pseudo
+      // header, whatever the UDP length says (bytes after it make the packet INVALID, as
+      // in the kernel: found by tests/conntrack/kernel_defrag_fidelity_test.cc). UDPLite:
+      // over its checksum coverage.
       if (verify && Be16(p + 6) != 0) {
-        size_t cover = n;
-        if (v.l4proto == kProtoUdp) {
-          cover = len;
-        } else if (len != 0) {
-          cover = len < 8 || len > n ? n : len;  // UDPLite: checksum coverage
-        }
+        const size_t cover =
+            v.l4proto == kProtoUdp || len == 0 || len < 8 || len > n ? n : size_t{len};
         v.checksum_checked = true;
         v.bad_checksum = !ChecksumOk(
-            SumBytes(p, cover,
-                     PseudoHeaderSum(v, v.l4proto,
-                                     static_cast<uint32_t>(v.l4proto == kProtoUdp ? len : n))));
+            SumBytes(p, cover, PseudoHeaderSum(v, v.l4proto, static_cast<uint32_t>(n))));
       }
       break;
     }
