@@ -19,7 +19,7 @@ PACKAGES=(
   # the lab and the integration tests (namespaces, steering, real clients and servers)
   iproute2 iptables nftables socat netcat-openbsd iputils-ping openssh-server
   openssh-client conntrack tcpreplay tcpdump procps kmod  # kmod: modprobe br_netfilter where it is a module
-  python3       # tests/cli: checks nwfqctl's JSON output
+  python3       # tests/cli: checks nwfqctl's JSON output; tests/integration: frag_probe.py sends raw fragments
 )
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }

@@ -110,6 +110,12 @@ std::string Addr(const std::array<uint8_t, 16>& a, int family) {
   return buf;
 }
 
+// Said after the rule when the line's packet completed a datagram: the verdict is the
+// datagram's (decided once, on the reassembled packet) and goes to all its fragments.
+const char* ReassembledNote(const engine::Decision& d) {
+  return d.reassembled ? " (datagram reassembled: verdict for all its fragments)" : "";
+}
+
 engine::PacketView Parse(const nfq::Packet& p) {
   return engine::ParseNetwork(p.payload, p.hw_protocol, {.verify_checksums = false});
 }
@@ -122,6 +128,11 @@ std::string Describe(const nfq::Packet& p) {
     return absl::StrCat("malformed(", std::string(engine::MalformedName(v.malformed)), ")");
   if (v.family == 0) return absl::StrFormat("ethertype 0x%04x", p.hw_protocol);
   const std::string src = Addr(v.src_ip, v.family), dst = Addr(v.dst_ip, v.family);
+  if (v.fragment && v.frag_offset != 0) {
+    // A later fragment has no transport header: no ports to show (they were "0" here).
+    return absl::StrCat("proto ", v.l4proto, " ", src, " > ", dst, " fragment id ", v.frag_id,
+                        " offset ", v.frag_offset, v.more_fragments ? "" : " (last)");
+  }
   switch (v.l4proto) {
     case engine::kProtoTcp: {
       std::string flags;
@@ -244,8 +255,8 @@ engine::Verdict PacketHandler::Decide(const nfq::Packet& p, const std::string& p
         ct += d.ct_dir == ct::Dir::kOriginal ? "/ORIGINAL" : "/REPLY";
     }
     std::string line =
-        absl::StrFormat("%-12s %s %-10s %s ct %s%s\n", VerdictName(d.verdict), portdev,
-                        ViewName(view), Describe(p), ct, RuleText(portdev, d));
+        absl::StrFormat("%-12s %s %-10s %s ct %s%s%s\n", VerdictName(d.verdict), portdev,
+                        ViewName(view), Describe(p), ct, RuleText(portdev, d), ReassembledNote(d));
     for (absl::string_view l : absl::StrSplit(explanation, '\n', absl::SkipEmpty()))
       absl::StrAppend(&line, "    ", l, "\n");
     tracer_.Emit(std::move(line));
@@ -291,9 +302,9 @@ void PacketHandler::Log(const nfq::Packet& p, const std::string& portdev, View v
   }
   std::string tail =
       suppressed > 0 ? absl::StrCat(" (", suppressed, " lines suppressed before)") : "";
-  std::fprintf(stderr, "nwfqd: %-12s %s %-10s %s ct %s%s%s\n", VerdictName(d.verdict),
+  std::fprintf(stderr, "nwfqd: %-12s %s %-10s %s ct %s%s%s%s\n", VerdictName(d.verdict),
                portdev.c_str(), ViewName(view), Describe(p).c_str(), ct.c_str(),
-               RuleText(portdev, d).c_str(), tail.c_str());
+               RuleText(portdev, d).c_str(), ReassembledNote(d), tail.c_str());
 }
 
 }  // namespace nwfq::nwfqd
