@@ -665,10 +665,9 @@ class TableInternals {
     return e1 == s / kBucketSlots ? e2 : e1;
   }
   static uint32_t FreeSlotIn(const Table& t, uint32_t bucket) {
-    for (uint32_t j = 0; j < kBucketSlots; ++j) {
-      if (t.tags_[bucket * kBucketSlots + j] == 0) return bucket * kBucketSlots + j;
-    }
-    return UINT32_MAX;
+    const uint32_t m = MatchTags(&t.tags_[bucket * kBucketSlots], 0);  // free: tag 0
+    return m == 0 ? UINT32_MAX
+                  : bucket * kBucketSlots + static_cast<uint32_t>(__builtin_ctz(m)) / 2;
   }
   static void Move(Table& t, uint32_t from, uint32_t to) {
     t.entries_[to] = t.entries_[from];
@@ -685,21 +684,13 @@ class TableInternals {
     const int nb = t.buckets_ > 1 ? 2 : 1;
     const bool full = t.size_ >= t.capacity_;
     if (!full) {
-      // The emptier bucket keeps both loads even (two-choice hashing).
-      int free_count[2] = {0, 0};
-      uint32_t first_free[2] = {UINT32_MAX, UINT32_MAX};
+      // The first free slot of the first bucket, else of the second: most lookups then
+      // end in the first bucket's tags. Free slots have tag 0: one SIMD compare per bucket.
       for (int bi = 0; bi < nb; ++bi) {
-        for (uint32_t i = 0; i < kBucketSlots; ++i) {
-          uint32_t s = b[bi] * kBucketSlots + i;
-          if (t.tags_[s] == 0) {
-            if (first_free[bi] == UINT32_MAX) first_free[bi] = s;
-            ++free_count[bi];
-          }
-        }
+        const uint32_t base = b[bi] * kBucketSlots;
+        const uint32_t m = MatchTags(&t.tags_[base], 0);
+        if (m != 0) return base + static_cast<uint32_t>(__builtin_ctz(m)) / 2;
       }
-      // Prefer the first bucket: most lookups then end in its tag line.
-      if (free_count[0] > 0) return first_free[0];
-      if (free_count[1] > 0) return first_free[1];
     }
     // Both buckets full (or the table is): reclaim an expired entry first.
     for (int bi = 0; bi < nb; ++bi) {
