@@ -1163,23 +1163,25 @@ void Table::PrefetchIndex(const FlowProbe& probe) const {
   __builtin_prefetch(&tags_[b2 * kBucketSlots]);
 }
 
-void Table::PrefetchEntry(const FlowProbe& probe) const {
-  if (!probe.lookup) return;
+uint32_t Table::PrefetchEntry(const FlowProbe& probe) const {
+  if (!probe.lookup) return UINT32_MAX;
   const uint16_t tag = TagOf(probe.hash);
   uint32_t b[2];
   TableInternals::Buckets(*this, probe.hash, b[0], b[1]);
-  bool matched = false;
+  uint32_t first = UINT32_MAX;
   for (const uint32_t bucket : b) {
     const uint32_t base = bucket * kBucketSlots;
     for (uint32_t m = MatchTags(&tags_[base], tag); m != 0; m &= m - 1) {
-      __builtin_prefetch(&entries_[base + __builtin_ctz(m) / 2], 1);
-      matched = true;
+      const uint32_t slot = base + static_cast<uint32_t>(__builtin_ctz(m)) / 2;
+      __builtin_prefetch(&entries_[slot], 1);
+      if (first == UINT32_MAX) first = slot;
     }
   }
-  if (matched) return;
+  if (first != UINT32_MAX) return first;
   // A new connection, most likely: the slot Reserve() takes first.
   const uint32_t free_slot = TableInternals::FreeSlotIn(*this, b[0]);
   if (free_slot != UINT32_MAX) __builtin_prefetch(&entries_[free_slot], 1);
+  return UINT32_MAX;
 }
 
 void Table::PrefetchRecord(const FlowProbe& probe) const {

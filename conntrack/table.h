@@ -151,7 +151,10 @@ class Table {
   // The PacketFacts overloads hash again (kept for callers without a probe).
   FlowProbe Probe(const PacketFacts& p) const;
   void PrefetchIndex(const FlowProbe& probe) const;
-  void PrefetchEntry(const FlowProbe& probe) const;
+  // Returns the slot of the first entry whose tag matches (the connection's slot unless a
+  // tag collides), UINT32_MAX if none: callers with per-slot data of their own (the
+  // engine's decision cache) prefetch it too.
+  uint32_t PrefetchEntry(const FlowProbe& probe) const;
   void PrefetchRecord(const FlowProbe& probe) const;
   TrackResult Track(const PacketFacts& p, const FlowProbe& probe, const TimeoutPolicy& timeouts,
                     Nanos now);
