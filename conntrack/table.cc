@@ -582,13 +582,19 @@ class TableInternals {
     if (b2 == b1) b2 = b1 + 1 == t.buckets_ ? 0 : b1 + 1;
   }
 
-  // Finds the live entry for `k`; expired ones met on the way are removed.
-  static uint32_t Find(Table& t, const Key& k, uint64_t h, uint32_t now_ms, int& dir) {
-    const uint16_t tag = TagOf(h);
-    uint32_t b[2];
-    Buckets(t, h, b[0], b[1]);
-    for (int bi = 0; bi < (t.buckets_ > 1 ? 2 : 1); ++bi) {
-      const uint32_t base = b[bi] * kBucketSlots;
+  // Where a hash lives, its tag and two buckets: computed once per packet (a batch's
+  // FlowProbe carries them through the prefetch stages into Track).
+  static void Locate(const Table& t, uint64_t h, FlowProbe& w) {
+    w.hash = h;
+    w.tag = TagOf(h);
+    Buckets(t, h, w.bucket[0], w.bucket[1]);
+  }
+
+  // Finds the live entry for `k` (located at `w`); expired ones met on the way are removed.
+  static uint32_t Find(Table& t, const Key& k, const FlowProbe& w, uint32_t now_ms, int& dir) {
+    const uint16_t tag = w.tag;
+    for (const uint32_t bucket : w.bucket) {  // buckets_ >= 2: always two buckets
+      const uint32_t base = bucket * kBucketSlots;
       for (uint32_t m = MatchTags(&t.tags_[base], tag); m != 0; m &= m - 1) {
         const uint32_t i = static_cast<uint32_t>(__builtin_ctz(m)) / 2;
         Table::Entry& e = t.entries_[base + i];
@@ -607,15 +613,14 @@ class TableInternals {
   }
 
   // Find() for an IPv4 port-protocol key (the common case; see V4Key).
-  static uint32_t FindV4(Table& t, const V4Key& k, uint64_t h, uint32_t now_ms, int& dir) {
-    const uint16_t tag = TagOf(h);
-    uint32_t b[2];
-    Buckets(t, h, b[0], b[1]);
+  static uint32_t FindV4(Table& t, const V4Key& k, const FlowProbe& w, uint32_t now_ms, int& dir) {
+    const uint16_t tag = w.tag;
+    const uint32_t* b = w.bucket;
     // The second bucket's tags are read whenever the first has no match (every new
     // connection, and the connections living there): ask for them now, so that the two
     // cache misses overlap instead of following each other.
     __builtin_prefetch(&t.tags_[b[1] * kBucketSlots]);
-    for (const uint32_t bucket : b) {  // buckets_ >= 2: always two buckets
+    for (const uint32_t bucket : w.bucket) {  // buckets_ >= 2: always two buckets
       const uint32_t base = bucket * kBucketSlots;
       for (uint32_t m = MatchTags(&t.tags_[base], tag); m != 0; m &= m - 1) {
         const uint32_t s = base + static_cast<uint32_t>(__builtin_ctz(m)) / 2;
@@ -678,9 +683,8 @@ class TableInternals {
 
   // Chooses a slot for a new connection: a free one, else an expired one, else the
   // unassured one closest to expiry (early drop). UINT32_MAX: refused.
-  static uint32_t Reserve(Table& t, uint64_t h, uint32_t now_ms) {
-    uint32_t b[2];
-    Buckets(t, h, b[0], b[1]);
+  static uint32_t Reserve(Table& t, const FlowProbe& w, uint32_t now_ms) {
+    const uint32_t* b = w.bucket;
     const int nb = t.buckets_ > 1 ? 2 : 1;
     const bool full = t.size_ >= t.capacity_;
     if (!full) {
@@ -800,7 +804,7 @@ class TableInternals {
   [[gnu::always_inline]] static bool Update(Table& t, uint32_t slot, int dir, const PacketFacts& p,
                                             const TimeoutPolicy& timeouts, uint32_t now_ms,
                                             TrackResult& r);
-  static TrackResult Insert(Table& t, const PacketFacts& p, const Key& k, uint64_t h,
+  static TrackResult Insert(Table& t, const PacketFacts& p, const Key& k, const FlowProbe& w,
                             const TimeoutPolicy& timeouts, uint32_t now_ms);
 };
 
@@ -849,7 +853,9 @@ TrackResult TableInternals::TrackError(Table& t, const PacketFacts& p, uint32_t 
   Key k;
   if (MakeKey(p.inner, k) != KeyResult::kOk) return Invalid(t.stats_);
   int quoted_dir = 0;
-  uint32_t slot = Find(t, k, HashKey(k), now_ms, quoted_dir);
+  FlowProbe w;
+  Locate(t, HashKey(k), w);
+  uint32_t slot = Find(t, k, w, now_ms, quoted_dir);
   if (slot == UINT32_MAX || slot == t.pending_slot_) return Invalid(t.stats_);
   // The error travels back to the quoted packet's sender: its destination must be the
   // quoted source (kernel: outer daddr == inner tuple's destination).
@@ -904,29 +910,39 @@ TrackResult TableInternals::Track(Table& t, const PacketFacts& p, const TimeoutP
 
   // Look the connection up: IPv4 TCP/UDP/UDPLite/SCTP through the fast key (no Key is
   // built unless the packet starts a connection), everything else through Key.
-  const bool hashed = probe != nullptr && probe->lookup;
+  // A batch's probe already says where the flow lives (hash, tag, buckets).
+  const bool located = probe != nullptr && probe->lookup;
   int dir = 0;
   TrackResult r;
+  FlowProbe w;
   if (!v6 && IsPortProto(f.l4proto)) {
     const V4Key vk = MakeV4Key(f);
-    const uint64_t h = hashed ? probe->hash : HashWords(vk.a, vk.b, f.l4proto, false);
-    const uint32_t slot = FindV4(t, vk, h, now_ms, dir);
+    if (located) {
+      w = *probe;
+    } else {
+      Locate(t, HashWords(vk.a, vk.b, f.l4proto, false), w);
+    }
+    const uint32_t slot = FindV4(t, vk, w, now_ms, dir);
     if (slot != UINT32_MAX && Update(t, slot, dir, p, timeouts, now_ms, r)) return r;
     Key k;
     MakeKey(f, k);
-    return Insert(t, p, k, h, timeouts, now_ms);
+    return Insert(t, p, k, w, timeouts, now_ms);
   }
   Key k;
   if (MakeKey(f, k) != KeyResult::kOk) return Invalid(t.stats_);
-  const uint64_t h = hashed ? probe->hash : HashKey(k);
-  const uint32_t slot = Find(t, k, h, now_ms, dir);
+  if (located) {
+    w = *probe;
+  } else {
+    Locate(t, HashKey(k), w);
+  }
+  const uint32_t slot = Find(t, k, w, now_ms, dir);
   if (slot != UINT32_MAX) {
     if (Update(t, slot, dir, p, timeouts, now_ms, r)) return r;
   } else if (k.fixed_dir == 1) {
     // An ICMP reply without its request: the kernel creates no connection for it.
     return Invalid(t.stats_);
   }
-  return Insert(t, p, k, h, timeouts, now_ms);
+  return Insert(t, p, k, w, timeouts, now_ms);
 }
 
 // A packet of the connection in `slot`, travelling in `dir`: runs its tracker. False when
@@ -964,10 +980,10 @@ inline bool TableInternals::Update(Table& t, uint32_t slot, int dir, const Packe
   return true;
 }
 
-// A new connection (hash `h` of key `k`): a tentative entry, real only once confirmed.
-TrackResult TableInternals::Insert(Table& t, const PacketFacts& p, const Key& k, uint64_t h,
+// A new connection (key `k`, located at `w`): a tentative entry, real only once confirmed.
+TrackResult TableInternals::Insert(Table& t, const PacketFacts& p, const Key& k, const FlowProbe& w,
                                    const TimeoutPolicy& timeouts, uint32_t now_ms) {
-  const uint32_t slot = Reserve(t, h, now_ms);
+  const uint32_t slot = Reserve(t, w, now_ms);
   if (slot == UINT32_MAX) {
     ++t.stats_.insert_failed;
     return Invalid(t.stats_);
@@ -1004,7 +1020,7 @@ TrackResult TableInternals::Insert(Table& t, const PacketFacts& p, const Key& k,
     FreeSlot(t, slot);
     return Invalid(t.stats_);
   }
-  t.tags_[slot] = TagOf(h);
+  t.tags_[slot] = w.tag;
   t.pending_slot_ = slot;
   ++t.stats_.new_conns;
   return Result({slot, e.generation & 0xffffff}, State::kNew, Dir::kOriginal, true,
@@ -1138,14 +1154,14 @@ FlowProbe Table::Probe(const PacketFacts& p) const {
   const FlowFacts& f = p.flow;
   if (f.family != 6 && IsPortProto(f.l4proto)) {  // as Track hashes it (V4Key)
     const V4Key vk = MakeV4Key(f);
-    r.hash = HashWords(vk.a, vk.b, f.l4proto, false);
+    TableInternals::Locate(*this, HashWords(vk.a, vk.b, f.l4proto, false), r);
     r.lookup = true;
     r.record = f.l4proto == kProtoTcp;
     return r;
   }
   Key k;
   if (MakeKey(f, k) != KeyResult::kOk) return r;
-  r.hash = HashKey(k);
+  TableInternals::Locate(*this, HashKey(k), r);
   r.lookup = true;
   r.record = k.v6 || k.proto == kProtoTcp;
   return r;
@@ -1157,19 +1173,15 @@ FlowProbe Table::Probe(const PacketFacts& p) const {
 // The tag array is 1/16 of the entries' size, mostly cache-resident: the extra line is cheap.
 void Table::PrefetchIndex(const FlowProbe& probe) const {
   if (!probe.lookup) return;
-  uint32_t b1, b2;
-  TableInternals::Buckets(*this, probe.hash, b1, b2);
-  __builtin_prefetch(&tags_[b1 * kBucketSlots]);
-  __builtin_prefetch(&tags_[b2 * kBucketSlots]);
+  __builtin_prefetch(&tags_[probe.bucket[0] * kBucketSlots]);
+  __builtin_prefetch(&tags_[probe.bucket[1] * kBucketSlots]);
 }
 
 uint32_t Table::PrefetchEntry(const FlowProbe& probe) const {
   if (!probe.lookup) return UINT32_MAX;
-  const uint16_t tag = TagOf(probe.hash);
-  uint32_t b[2];
-  TableInternals::Buckets(*this, probe.hash, b[0], b[1]);
+  const uint16_t tag = probe.tag;
   uint32_t first = UINT32_MAX;
-  for (const uint32_t bucket : b) {
+  for (const uint32_t bucket : probe.bucket) {
     const uint32_t base = bucket * kBucketSlots;
     for (uint32_t m = MatchTags(&tags_[base], tag); m != 0; m &= m - 1) {
       const uint32_t slot = base + static_cast<uint32_t>(__builtin_ctz(m)) / 2;
@@ -1179,17 +1191,15 @@ uint32_t Table::PrefetchEntry(const FlowProbe& probe) const {
   }
   if (first != UINT32_MAX) return first;
   // A new connection, most likely: the slot Reserve() takes first.
-  const uint32_t free_slot = TableInternals::FreeSlotIn(*this, b[0]);
+  const uint32_t free_slot = TableInternals::FreeSlotIn(*this, probe.bucket[0]);
   if (free_slot != UINT32_MAX) __builtin_prefetch(&entries_[free_slot], 1);
   return UINT32_MAX;
 }
 
 void Table::PrefetchRecord(const FlowProbe& probe) const {
   if (!probe.record) return;
-  const uint16_t tag = TagOf(probe.hash);
-  uint32_t b[2];
-  TableInternals::Buckets(*this, probe.hash, b[0], b[1]);
-  for (uint32_t bucket : b) {
+  const uint16_t tag = probe.tag;
+  for (const uint32_t bucket : probe.bucket) {
     const uint32_t base = bucket * kBucketSlots;
     for (uint32_t m = MatchTags(&tags_[base], tag); m != 0; m &= m - 1) {
       const Entry& e = entries_[base + __builtin_ctz(m) / 2];

@@ -116,8 +116,10 @@ struct ConnInfo {
 // meaningful for the table that computed it (and the packet it was computed from).
 struct FlowProbe {
   uint64_t hash = 0;
-  bool lookup = false;  // false: nothing to prefetch (no key, fragment, ICMP error)
-  bool record = false;  // TCP or IPv6: the entry has a pool record (PrefetchRecord)
+  uint32_t bucket[2] = {0, 0};  // the two buckets the flow may live in
+  uint16_t tag = 0;             // its 16-bit tag in them
+  bool lookup = false;          // false: nothing to prefetch (no key, fragment, ICMP error)
+  bool record = false;          // TCP or IPv6: the entry has a pool record (PrefetchRecord)
 };
 
 class Table {

@@ -124,7 +124,6 @@ class Defragmenter {
   void Allocate();
   Queue* Find(const PacketView& v);
   Queue* Create(const PacketView& v, ct::Nanos now);
-  // Releases the queue's fragments (tokens into released_) and frees it.
   // Frees the queue; every fragment's token but `skip`'s goes into released_.
   void Kill(Queue& q, int32_t skip = -1);
   Result Complete(Queue& q, int32_t self);
