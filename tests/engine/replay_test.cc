@@ -1,5 +1,5 @@
 // Replay: CSV rows for a capture written here, and every shared capture runs without a
-// crash (skipped when ../shared is absent).
+// crash (skipped when ../shared is absent); the timeout study built on it.
 #include "engine/replay.h"
 
 #include <gtest/gtest.h>
@@ -9,6 +9,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "engine/timeout_study.h"
 #include "tests/engine/rule_helpers.h"
 #include "tests/testing/packet_builder.h"
 
@@ -238,6 +239,78 @@ TEST(Replay, LinuxCookedCapturesGiveDirectionAndSourceMac) {
               "2,11.000000,from-vm,drop,test:1,NEW/ORIGINAL\n"
               "3,13.500000,from-vm,accept,test:3,NEW/ORIGINAL\n");
   }
+}
+
+// The timeout study: a late echo reply (8 s after the last packet of its ping) passes
+// when the ICMP timeout outlasts the gap and is INVALID, hence dropped, when it does not;
+// each value is its own run, the kernel default (30 s) is added as the reference.
+TEST(TimeoutStudy, LateReplyDroppedOnlyBelowTheGap) {
+  InstantiatedBinding b = Bind({Rule(Action::kAccept, Direction::kOut, Protocol::kIcmp),
+                                Rule(Action::kDrop, Direction::kInOut, Protocol::kAll, {}, 1000)});
+  const auto to_peer = PacketBuilder().Eth(kVmMac, kPeerMac).Ipv4("198.18.0.2", "198.18.0.3");
+  const auto to_vm = PacketBuilder().Eth(kPeerMac, kVmMac).Ipv4("198.18.0.3", "198.18.0.2");
+  const std::string path = WritePcap({
+      {100.0, PacketBuilder(to_peer).Icmp(8, 0, 7, 1).Build()},
+      {100.01, PacketBuilder(to_vm).Icmp(0, 0, 7, 1).Build()},
+      {108.0, PacketBuilder(to_vm).Icmp(0, 0, 7, 2).Build()},
+  });
+  StudyOptions o;
+  o.timeout_class = ct::TimeoutClass::kIcmp;
+  o.seconds = {10, 1, 5};
+  o.engine = Opts(1024);
+  std::vector<size_t> progress;
+  o.progress = [&](size_t run, uint64_t frames) {
+    EXPECT_EQ(frames, 3u);
+    progress.push_back(run);
+  };
+  absl::StatusOr<std::vector<StudyRow>> rows = RunTimeoutStudy(b, path, o);
+  std::filesystem::remove(path);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ(progress, (std::vector<size_t>{0, 1, 2, 3}));  // 3 values + the default's run
+  ASSERT_EQ(rows->size(), 4u);
+  struct Want {
+    uint32_t seconds;
+    bool kernel_default;
+    uint64_t accepted, dropped, changed, expired;
+  };
+  const Want want[] = {{1, false, 2, 1, 1, 1},
+                       {5, false, 2, 1, 1, 1},
+                       {10, false, 3, 0, 0, 0},
+                       {30, true, 3, 0, 0, 0}};
+  for (size_t i = 0; i < 4; ++i) {
+    const StudyRow& r = (*rows)[i];
+    SCOPED_TRACE(r.seconds);
+    EXPECT_EQ(r.seconds, want[i].seconds);
+    EXPECT_EQ(r.kernel_default, want[i].kernel_default);
+    EXPECT_EQ(r.frames, 3u);
+    EXPECT_EQ(r.accepted, want[i].accepted);
+    EXPECT_EQ(r.dropped, want[i].dropped);
+    EXPECT_EQ(r.changed, want[i].changed);
+    EXPECT_EQ(r.changed_frames,
+              want[i].changed ? std::vector<uint64_t>{2} : std::vector<uint64_t>{});
+    EXPECT_EQ(r.new_connections, 1u);
+    EXPECT_EQ(r.expired, want[i].expired);
+  }
+  const std::string svg = StudySvg(*rows, "icmp", "icmp <study> & plot");
+  EXPECT_EQ(svg.rfind("<svg ", 0), 0u);
+  EXPECT_NE(svg.find("icmp &lt;study&gt; &amp; plot"), std::string::npos);  // escaped title
+  size_t polylines = 0;
+  for (size_t at = svg.find("<polyline"); at != std::string::npos;
+       at = svg.find("<polyline", at + 1))
+    ++polylines;
+  EXPECT_EQ(polylines, 3u);  // accepted, dropped + rejected, changed
+  EXPECT_NE(svg.find("font-weight='bold'>30<"), std::string::npos);  // the default's tick
+  EXPECT_NE(svg.find("log scale"), std::string::npos);               // 1..30 spans > 20x
+}
+
+TEST(TimeoutStudy, BadInputsAreErrors) {
+  InstantiatedBinding b = Bind({Rule(Action::kAccept, Direction::kOut, Protocol::kIcmp)});
+  StudyOptions o;
+  EXPECT_FALSE(RunTimeoutStudy(b, "/nonexistent.pcap", o).ok());  // no values
+  o.seconds = {3};
+  const absl::StatusOr<std::vector<StudyRow>> r = RunTimeoutStudy(b, "/nonexistent.pcap", o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("icmp=3"), std::string_view::npos) << r.status();
 }
 
 TEST(Replay, SharedCapturesNeverCrash) {

@@ -1,5 +1,6 @@
-// nwfqctl replay / explain: run the engine offline over a capture, or over one packet
-// described on the command line, against a filter directory and a <filterbinding>.
+// nwfqctl replay / study / explain: run the engine offline over a capture (once, or once per
+// value of a conntrack timeout), or over one packet described on the command line, against
+// a filter directory and a <filterbinding>.
 #include <arpa/inet.h>
 
 #include <chrono>
@@ -14,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/engine.h"
 #include "engine/replay.h"
+#include "engine/timeout_study.h"
 #include "parser/binding.h"
 #include "parser/filter_set.h"
 #include "parser/instantiate.h"
@@ -145,6 +147,91 @@ int RunReplay(const ReplayFlags& f) {
                 static_cast<unsigned long long>(sum->rejected),
                 static_cast<unsigned long long>(sum->malformed));
   }
+  return 0;
+}
+
+// ---- study: one capture replayed per value of one timeout
+
+struct StudyFlags : CommonFlags {
+  std::string pcap, vary, svg;
+};
+
+int RunStudy(const StudyFlags& f) {
+  absl::StatusOr<InstantiatedBinding> b = Load(f.filters, f.binding, nullptr);
+  if (!b.ok()) return Fail("study", b.status());
+  // --vary CLASS=S1,S2,...
+  std::pair<std::string, std::string> kv = absl::StrSplit(f.vary, absl::MaxSplits('=', 1));
+  absl::StatusOr<ct::TimeoutClass> cls = ct::TimeoutPolicy::ParseName(kv.first);
+  if (!cls.ok()) return Fail("study", cls.status());
+  engine::StudyOptions o;
+  o.timeout_class = *cls;
+  for (absl::string_view v : absl::StrSplit(kv.second, ',', absl::SkipEmpty())) {
+    uint32_t s = 0;
+    if (!absl::SimpleAtoi(v, &s)) {
+      return Fail("study", absl::InvalidArgumentError(absl::StrCat(
+                               "--vary ", f.vary, ": want CLASS=SECONDS,SECONDS,... ('", v,
+                               "' is not a number of seconds)")));
+    }
+    o.seconds.push_back(s);
+  }
+  if (o.seconds.empty())
+    return Fail("study", absl::InvalidArgumentError("--vary " + f.vary + ": no values"));
+  o.configure = [&f](Engine& e) { return ApplyTimeouts(e, f.timeouts); };
+  for (const std::string& a : f.host_addrs) {
+    std::array<uint8_t, 16> addr;
+    uint8_t fam;
+    if (!ParseAddr(a, addr, fam))
+      return Fail("study", absl::InvalidArgumentError("--host-addr " + a + ": not an address"));
+    o.replay.host_addrs.push_back(addr);
+    o.replay.host_families.push_back(fam);
+  }
+  const std::string name(ct::TimeoutPolicy::Name(*cls));
+  const size_t runs = o.seconds.size() + 1;
+  o.progress = [&](size_t run, uint64_t frames) {
+    std::fprintf(stderr, "\rstudy: run %zu of at most %zu (%llu frames)", run + 1, runs,
+                 static_cast<unsigned long long>(frames));
+  };
+  absl::StatusOr<std::vector<engine::StudyRow>> rows = engine::RunTimeoutStudy(*b, f.pcap, o);
+  std::fprintf(stderr, "\n");
+  if (!rows.ok()) return Fail("study", rows.status());
+  if (!f.svg.empty()) {
+    std::ofstream out(f.svg);
+    out << engine::StudySvg(*rows, name,
+                            absl::StrCat(name, " timeout vs verdicts: ", b->portdev, ", ", f.pcap));
+    if (!out) return Fail("study", absl::DataLossError(f.svg + ": write failed"));
+  }
+  if (f.json) {
+    std::string j = "[";
+    for (const engine::StudyRow& r : *rows) {
+      std::string ex;
+      for (uint64_t i : r.changed_frames) absl::StrAppend(&ex, ex.empty() ? "" : ",", i);
+      absl::StrAppend(
+          &j, j.size() > 1 ? "," : "", "{\"class\":\"", name, "\",\"seconds\":", r.seconds,
+          ",\"kernel_default\":", r.kernel_default ? "true" : "false", ",\"frames\":", r.frames,
+          ",\"accept\":", r.accepted, ",\"drop\":", r.dropped, ",\"reject\":", r.rejected,
+          ",\"changed\":", r.changed, ",\"changed_frames\":[", ex,
+          "],\"new_connections\":", r.new_connections, ",\"expired\":", r.expired, "}");
+    }
+    std::printf("%s]\n", j.c_str());
+    return 0;
+  }
+  std::printf("%-10s %8s %8s %8s %8s %9s %9s  %s\n", "seconds", "frames", "accept", "drop",
+              "reject", "new-conns", "changed", "first changed frames");
+  for (const engine::StudyRow& r : *rows) {
+    std::string ex;
+    for (uint64_t i : r.changed_frames) absl::StrAppend(&ex, ex.empty() ? "" : " ", i);
+    std::printf(
+        "%-10s %8llu %8llu %8llu %8llu %9llu %9llu  %s\n",
+        absl::StrCat(r.seconds, r.kernel_default ? "*" : "").c_str(),
+        static_cast<unsigned long long>(r.frames), static_cast<unsigned long long>(r.accepted),
+        static_cast<unsigned long long>(r.dropped), static_cast<unsigned long long>(r.rejected),
+        static_cast<unsigned long long>(r.new_connections),
+        static_cast<unsigned long long>(r.changed), ex.c_str());
+  }
+  std::printf(
+      "* the kernel's default for %s; \"changed\": frames whose verdict differs from "
+      "that run (see them with replay --explain --timeout %s=S)\n",
+      std::string(name).c_str(), std::string(name).c_str());
   return 0;
 }
 
@@ -405,6 +492,31 @@ const bool kRegistered =
           "      --pcap tap.pcap --verdicts out.csv --timeout icmp=3\n"
           "  awk -F, '$4 == \"drop\"' out.csv   # then: nwfqctl replay ... --explain");
       replay->callback([rf, exit_code] { *exit_code = RunReplay(*rf); });
+
+      auto sf = std::make_shared<StudyFlags>();
+      CLI::App* study = app.add_subcommand(
+          "study",
+          "offline timeout study: replay a capture once per value of one conntrack timeout "
+          "and compare the verdicts");
+      AddCommon(study, *sf);
+      study->add_option("--pcap", sf->pcap, "capture taken on the VM's tap (as for replay)")
+          ->required();
+      study
+          ->add_option("--vary", sf->vary,
+                       "CLASS=S1,S2,...: the timeout studied and its values in seconds, e.g. "
+                       "icmp=1,3,10,30 (the kernel default is always run too)")
+          ->required();
+      study->add_option("--svg", sf->svg, "also write the study as an SVG chart to this file");
+      study->footer(
+          "One fresh engine per value; the capture's timestamps are the clock, so a timeout\n"
+          "shorter than a gap in the traffic shows as replies dropped (INVALID) or as new\n"
+          "connections. Classes as for --timeout: tcp/established, udp, udp/stream, icmp,\n"
+          "icmpv6, generic, ... (nwfqd --help lists them with the kernel defaults).\n\n"
+          "Example:\n"
+          "  nwfqctl study --filters /etc/libvirt/nwfilter --binding vnet0.xml \\\n"
+          "      --pcap tap.pcap --vary icmp=1,2,5,10,30 --svg icmp.svg\n"
+          "  nwfqctl replay ... --timeout icmp=2 --explain   # why a changed frame changed");
+      study->callback([sf, exit_code] { *exit_code = RunStudy(*sf); });
 
       auto ef = std::make_shared<ExplainFlags>();
       CLI::App* explain =
