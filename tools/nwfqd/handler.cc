@@ -129,9 +129,15 @@ std::string Describe(const nfq::Packet& p) {
   if (v.family == 0) return absl::StrFormat("ethertype 0x%04x", p.hw_protocol);
   const std::string src = Addr(v.src_ip, v.family), dst = Addr(v.dst_ip, v.family);
   if (v.fragment && v.frag_offset != 0) {
-    // A later fragment has no transport header: no ports to show (they were "0" here).
-    return absl::StrCat("proto ", v.l4proto, " ", src, " > ", dst, " fragment id ", v.frag_id,
-                        " offset ", v.frag_offset, v.more_fragments ? "" : " (last)");
+    // A later fragment has no transport header: no ports or type to show (were "0" here).
+    const char* proto = v.l4proto == engine::kProtoTcp      ? "tcp"
+                        : v.l4proto == engine::kProtoUdp    ? "udp"
+                        : v.l4proto == engine::kProtoIcmp   ? "icmp"
+                        : v.l4proto == engine::kProtoIcmpv6 ? "icmpv6"
+                                                            : nullptr;
+    return absl::StrCat(proto != nullptr ? proto : absl::StrCat("proto ", v.l4proto), " ", src,
+                        " > ", dst, " fragment id ", v.frag_id, " offset ", v.frag_offset,
+                        v.more_fragments ? "" : " (last)");
   }
   switch (v.l4proto) {
     case engine::kProtoTcp: {
