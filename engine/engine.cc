@@ -314,6 +314,16 @@ struct Engine::State {
   Decision Defrag(BindingState& b, ProgramState& ps, View view, const PacketInput& packet,
                   const PacketView& v, Decision d, ct::Nanos now, Trace* trace);
   void Release(uint64_t token, const Decision& d) { released.push_back({token, d}); }
+  // A held fragment the defragmenter gave up on (timer, flush, binding removed): dropped,
+  // counted by reason, and released to its owner.
+  void DropHeld(uint64_t token, FragDrop why) {
+    Decision x;
+    x.verdict = Verdict::kDrop;
+    x.reason = Reason::kFragment;
+    x.frag = why;
+    ++counters.frag_dropped[static_cast<int>(why)];
+    Release(token, x);
+  }
 
   std::vector<Released> released;  // settled held fragments, for TakeReleased()
   // Bindings removed while they may still hold fragments: RemoveBinding runs on a control
@@ -645,14 +655,8 @@ Decision Engine::State::Defrag(BindingState& b, ProgramState& ps, View view,
                                ct::Nanos now, Trace* trace) {
   // Timers first (the kernel's run on their own): an expired queue is gone before this
   // fragment looks for it.
-  b.defrag.Expire(now, false, FragDrop::kNone, [&](uint64_t token, FragDrop why) {
-    Decision x;
-    x.verdict = Verdict::kDrop;
-    x.reason = Reason::kFragment;
-    x.frag = why;
-    ++counters.frag_dropped[static_cast<int>(why)];
-    Release(token, x);
-  });
+  b.defrag.Expire(now, false, FragDrop::kNone,
+                  [&](uint64_t token, FragDrop why) { DropHeld(token, why); });
   const std::span<const uint8_t> ip =
       packet.bytes.subspan(std::min<size_t>(v.l3_offset, packet.bytes.size()));
   const bool sum_ok = options.verify_checksums && !packet.checksum_unverified;
@@ -720,14 +724,8 @@ void Engine::TakeReleased(std::vector<Released>* out) {
       st.has_retired.store(false, std::memory_order_relaxed);
     }
     for (const auto& b : gone) {
-      b->defrag.Expire(0, true, FragDrop::kBindingRemoved, [&](uint64_t token, FragDrop w) {
-        Decision x;
-        x.verdict = Verdict::kDrop;
-        x.reason = Reason::kFragment;
-        x.frag = w;
-        ++st.counters.frag_dropped[static_cast<int>(w)];
-        st.Release(token, x);
-      });
+      b->defrag.Expire(0, true, FragDrop::kBindingRemoved,
+                       [&](uint64_t token, FragDrop w) { st.DropHeld(token, w); });
     }
   }
   out->clear();
@@ -742,14 +740,7 @@ void Engine::FlushFragments(FragDrop why) {
     for (const auto& [name, b] : st.bindings) all.push_back(b);
   }
   for (const auto& b : all) {
-    b->defrag.Expire(0, true, why, [&](uint64_t token, FragDrop w) {
-      Decision x;
-      x.verdict = Verdict::kDrop;
-      x.reason = Reason::kFragment;
-      x.frag = w;
-      ++st.counters.frag_dropped[static_cast<int>(w)];
-      st.Release(token, x);
-    });
+    b->defrag.Expire(0, true, why, [&](uint64_t token, FragDrop w) { st.DropHeld(token, w); });
   }
 }
 
@@ -920,14 +911,8 @@ size_t Engine::Maintain(ct::Nanos now, size_t budget) {
   size_t left = budget;
   const size_t n = todo.size();
   for (const auto& b : todo) {  // reassembly timers (nothing to do without fragments)
-    b->defrag.Expire(now, false, FragDrop::kNone, [&](uint64_t token, FragDrop why) {
-      Decision x;
-      x.verdict = Verdict::kDrop;
-      x.reason = Reason::kFragment;
-      x.frag = why;
-      ++st.counters.frag_dropped[static_cast<int>(why)];
-      st.Release(token, x);
-    });
+    b->defrag.Expire(now, false, FragDrop::kNone,
+                     [&](uint64_t token, FragDrop why) { st.DropHeld(token, why); });
   }
   for (size_t k = 0; k < n && left > 0; ++k) {
     BindingState& b = *todo[(st.maintain_cursor + k) % n];

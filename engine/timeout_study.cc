@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "parser/xml_writer.h"
 
 namespace nwfq::engine {
 namespace {
@@ -51,30 +52,6 @@ class VerdictSink : public std::streambuf {
 };
 
 constexpr size_t kChangedExamples = 5;
-
-// Text for an SVG text node.
-std::string XmlEscape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '&':
-        out += "&amp;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
 
 struct Run {
   StudyRow row;

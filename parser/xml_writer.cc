@@ -10,10 +10,9 @@
 #include "parser/var_ref.h"
 
 namespace nwfq {
-namespace {
 
 // libvirt's virBufferEscapeString for attribute values in single quotes.
-std::string Escape(std::string_view s) {
+std::string XmlEscape(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (char c : s) {
@@ -40,6 +39,8 @@ std::string Escape(std::string_view s) {
   return out;
 }
 
+namespace {
+
 std::string FormatUuid(const std::array<uint8_t, 16>& u) {
   return absl::StrFormat("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
                          u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11],
@@ -54,7 +55,7 @@ std::string ElementLine(const RuleDef& rule, bool negated) {
     const AttrDef* d = rule.Find(spec.attr);
     if (d == nullptr || d->negated != negated) continue;
     std::string value = d->var ? FormatVarRef(*d->var) : FormatAttrValue(spec.type, d->value);
-    str::Append(&attrs, " ", spec.name, "='", Escape(value), "'");
+    str::Append(&attrs, " ", spec.name, "='", XmlEscape(value), "'");
   }
   if (attrs.empty()) return "";
   return str::Cat("    <", ProtocolName(rule.protocol), negated ? " match='no'" : "", attrs,
@@ -82,7 +83,7 @@ void AppendRule(const RuleDef& rule, std::string& out) {
 }
 
 void AppendFilterRef(const FilterRef& ref, std::string& out) {
-  str::Append(&out, "  <filterref filter='", Escape(ref.filter), "'");
+  str::Append(&out, "  <filterref filter='", XmlEscape(ref.filter), "'");
   if (ref.params.empty()) {
     out += "/>\n";
     return;
@@ -93,7 +94,8 @@ void AppendFilterRef(const FilterRef& ref, std::string& out) {
   for (const auto& [name, value] : ref.params) grouped[name].push_back(value);
   for (const auto& [name, values] : grouped) {
     for (const std::string& v : values)
-      str::Append(&out, "    <parameter name='", Escape(name), "' value='", Escape(v), "'/>\n");
+      str::Append(&out, "    <parameter name='", XmlEscape(name), "' value='", XmlEscape(v),
+                  "'/>\n");
   }
   out += "  </filterref>\n";
 }
@@ -102,7 +104,8 @@ void AppendFilterRef(const FilterRef& ref, std::string& out) {
 
 std::string FormatFilterXml(const Filter& filter) {
   std::string out;
-  str::Append(&out, "<filter name='", Escape(filter.name), "' chain='", Escape(filter.chain), "'");
+  str::Append(&out, "<filter name='", XmlEscape(filter.name), "' chain='", XmlEscape(filter.chain),
+              "'");
   if (filter.priority != 0) str::Append(&out, " priority='", filter.priority, "'");
   out += ">\n";
   str::Append(&out, "  <uuid>", FormatUuid(filter.uuid), "</uuid>\n");

@@ -3,11 +3,15 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "parser/filter.h"
 
 namespace nwfq {
 
 std::string FormatFilterXml(const Filter& filter);
+
+// libvirt's virBufferEscapeString: < > & " ' as entities (attribute values, text).
+std::string XmlEscape(std::string_view s);
 
 }  // namespace nwfq
