@@ -208,7 +208,7 @@ absl::StatusOr<ReplaySummary> Replay(Engine& engine, const InstantiatedBinding& 
     bool ready = false;
     Decision d;
     View view = View::kFromVm;
-    std::string time;
+    int64_t micros = 0;  // capture time; formatted when written (rows may wait long)
     std::string explanation;
   };
   std::deque<Pending> pending;
@@ -217,6 +217,9 @@ absl::StatusOr<ReplaySummary> Replay(Engine& engine, const InstantiatedBinding& 
   std::vector<Released> released;
   auto write = [&](uint64_t index, const Pending& p) {
     const Decision& d = p.d;
+    const int64_t us = p.micros < 0 ? -p.micros : p.micros;
+    const std::string time =
+        absl::StrFormat("%s%d.%06d", p.micros < 0 ? "-" : "", us / 1'000'000, us % 1'000'000);
     switch (d.verdict) {
       case Verdict::kAccept:
         ++sum.accepted;
@@ -234,11 +237,11 @@ absl::StatusOr<ReplaySummary> Replay(Engine& engine, const InstantiatedBinding& 
       const RuleOrigin& o = binding.rules[static_cast<size_t>(d.rule)].origin;
       rule = absl::StrCat(o.filter, ":", o.line);
     }
-    csv << index << ',' << p.time << ',' << ViewText(p.view) << ',' << VerdictText(d.verdict) << ','
+    csv << index << ',' << time << ',' << ViewText(p.view) << ',' << VerdictText(d.verdict) << ','
         << rule << ',' << CtStateText(d) << '\n';
     if (options.explain && options.explain_out != nullptr) {
-      *options.explain_out << "frame " << index << " " << p.time << " " << ViewText(p.view)
-                           << " -> " << VerdictText(d.verdict) << " (rule " << rule << ", ct "
+      *options.explain_out << "frame " << index << " " << time << " " << ViewText(p.view) << " -> "
+                           << VerdictText(d.verdict) << " (rule " << rule << ", ct "
                            << CtStateText(d) << ")";
       if (d.reason == Reason::kMalformed)
         *options.explain_out << " malformed: " << MalformedName(d.malformed);
@@ -323,9 +326,7 @@ absl::StatusOr<ReplaySummary> Replay(Engine& engine, const InstantiatedBinding& 
     row.ready = !d.held;
     row.d = d;
     row.view = view;
-    row.time = absl::StrFormat("%s%d.%06d", micros < 0 ? "-" : "",
-                               (micros < 0 ? -micros : micros) / 1'000'000,
-                               (micros < 0 ? -micros : micros) % 1'000'000);
+    row.micros = micros;
     if (options.explain) row.explanation = d.held ? "" : explanation;
     pending.push_back(std::move(row));
     settle(index);
