@@ -332,8 +332,8 @@ inline V4Key MakeV4Key(const FlowFacts& f) {
   k.fwd1 = uint64_t{f.sport} | uint64_t{f.dport} << 16 | proto;
   k.rev1 = uint64_t{f.dport} | uint64_t{f.sport} << 16 | proto;
   // EndpointWord of a zero-extended IPv4 address: the address in the low word.
-  k.a = src ^ uint64_t { f.sport } << 40;
-  k.b = dst ^ uint64_t { f.dport } << 40;
+  k.a = src ^ static_cast<uint64_t>(f.sport) << 40;
+  k.b = dst ^ static_cast<uint64_t>(f.dport) << 40;
   return k;
 }
 
@@ -615,11 +615,10 @@ class TableInternals {
   // Find() for an IPv4 port-protocol key (the common case; see V4Key).
   static uint32_t FindV4(Table& t, const V4Key& k, const FlowProbe& w, uint32_t now_ms, int& dir) {
     const uint16_t tag = w.tag;
-    const uint32_t* b = w.bucket;
     // The second bucket's tags are read whenever the first has no match (every new
     // connection, and the connections living there): ask for them now, so that the two
     // cache misses overlap instead of following each other.
-    __builtin_prefetch(&t.tags_[b[1] * kBucketSlots]);
+    __builtin_prefetch(&t.tags_[w.bucket[1] * kBucketSlots]);
     for (const uint32_t bucket : w.bucket) {  // buckets_ >= 2: always two buckets
       const uint32_t base = bucket * kBucketSlots;
       for (uint32_t m = MatchTags(&t.tags_[base], tag); m != 0; m &= m - 1) {
