@@ -3,7 +3,7 @@
 #
 # Brings up the lab (nwfqctl lab up: namespaces nwfq-vm, nwfq-host with bridge br0 and tap
 # vnet0, nwfq-peer), then, for each phase, sends UDP from the VM (198.18.0.2) to the peer
-# (198.18.0.3 and .4, ports 9000-9003: 8 flows) with bench/live_udp_sender (sendmmsg, one
+# (198.18.0.3, .4, .10-.15, ports 9000-9003: 32 flows) with bench/live_udp_sender (sendmmsg, one
 # socket, pinned to CPU 0) for --seconds or --count datagrams, whichever ends first:
 #   baseline   no nwfqd, no steering: plain bridge forwarding (iptables FORWARD is empty)
 #   nwfqd:Q    nwfqd --queues Q (bench/live/filters: accept udp out, stateful; drop the
@@ -85,7 +85,10 @@ if [ ! -x "$NWFQD" ] || [ ! -x "$NWFQCTL" ] || [ ! -x "$SENDER" ]; then
 fi
 
 VM=nwfq-vm HOST=nwfq-host PEER=nwfq-peer
-DSTS=198.18.0.3,198.18.0.4
+# The peer's two lab addresses plus six more added here (inside nwfq-peer only; gone with
+# the lab): --queue-balance hashes the address pair only, so two pairs often land on one
+# queue; eight spread over the queues.
+DSTS=198.18.0.3,198.18.0.4,198.18.0.10,198.18.0.11,198.18.0.12,198.18.0.13,198.18.0.14,198.18.0.15
 PORT=9000 PORTS=4
 SENDER_CPU=0 NWFQD_CPU=1
 TMP=$(mktemp -d /tmp/nwfq-live-bench.XXXXXX)
@@ -106,7 +109,7 @@ trap 'exit 130' INT TERM
 # Counters ------------------------------------------------------------------------------
 ns_stat() { ip netns exec "$1" cat "/sys/class/net/$2/statistics/$3"; }
 # Sum of the on-CPU nanoseconds of all nwfqd's threads, and utime+stime in clock ticks.
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' /proc/"$1"/stat; }
 # Per queue: "num id_sequence queue_dropped user_dropped", summed over the queues nwfqd has.
 nfq_totals() {
@@ -131,6 +134,7 @@ if ! "$NWFQCTL" lab up; then
   exit 1
 fi
 LAB_UP=1
+for a in 10 11 12 13 14 15; do ip -n "$PEER" addr add "198.18.0.$a/24" dev eth0; done
 # The sink keeps the peer's ports bound (no ICMP unreachables back through the filter)
 # and never reads: the kernel drops what overflows its buffer, at no CPU cost to us.
 n_phases=$(( BASELINE + $(wc -w <<<"$QUEUE_SETS") ))
@@ -240,7 +244,10 @@ run_phase() {  # run_phase NAME [QUEUES]
   if [ -n "$perf_pid" ] && [ -s "$TMP/perf-$name.data" ]; then
     echo "  perf ($name, ${PERF} s, cpu-clock, self time by symbol):"
     perf report -i "$TMP/perf-$name.data" --stdio --no-children --sort sym 2>/dev/null |
-      grep -E '^ +[0-9.]+%' | head -25 | sed 's/^/    /'
+      awk '/^ +[0-9.]+%/ && n++ < 25 { print "    " $0 }'
+    echo "  perf ($name): self time by object (kernel / nwfqd / libs):"
+    perf report -i "$TMP/perf-$name.data" --stdio --no-children --sort dso 2>/dev/null |
+      awk '/^ +[0-9.]+%/ && n++ < 6 { print "    " $0 }'
   fi
   if [ -n "$pid" ]; then
     grep -E 'nwfqd: (kernel )?queue [0-9]+:' "$log" | sed 's/^/  /'
@@ -251,5 +258,5 @@ run_phase() {  # run_phase NAME [QUEUES]
 for q in $QUEUE_SETS; do run_phase "nwfqd:$q" "$q"; done
 
 if [ "$JSON" = 1 ]; then
-  (IFS=,; echo "{\"bench\": \"live_bench\", \"size\": $SIZE, \"flows\": 8, \"phases\": [${SUMMARY[*]}]}")
+  (IFS=,; echo "{\"bench\": \"live_bench\", \"size\": $SIZE, \"flows\": 32, \"phases\": [${SUMMARY[*]}]}")
 fi
