@@ -125,7 +125,8 @@ const Option kOptions[] = {
        return absl::OkStatus();
      }},
     {"queues", "", "LIST", Kind::kValue,
-     "NFQUEUE numbers to bind and steer to, e.g. 0 or 0-3 or 0,2 (one worker per queue)",
+     "NFQUEUE numbers to bind and steer to, e.g. 0 or 0-3 or 0,2 (one worker per queue; "
+     "the kernel spreads by address pair, not ports)",
      [](Config* c, absl::string_view v) {
        absl::StatusOr<std::vector<uint16_t>> q = ParseQueues(v);
        if (!q.ok()) return q.status();
