@@ -49,7 +49,7 @@ static_assert(sizeof(TcpConn) == 44);
 // and what UDP/ICMP/SCTP/GRE/generic connections need. What only some connections need
 // lives in records allocated on demand from two pools (see Table::Pool): the TCP window
 // state (TcpConn, 48-byte record) and the 32 bytes of IPv6 addresses. An IPv4 UDP
-// connection thus costs one 32-byte entry + 2-byte tag; TCP adds 48 bytes, IPv6 32.
+// connection thus costs one 32-byte entry + 1-byte tag; TCP adds 48 bytes, IPv6 32.
 struct Table::Entry {
   // ---- Key: the original direction's tuple. IPv4: addresses in network order. IPv6
   // (kEfIpv6): `src` is the index of the address record (original src then dst), `dst` 0.

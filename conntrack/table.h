@@ -117,14 +117,14 @@ struct ConnInfo {
 struct FlowProbe {
   uint64_t hash = 0;
   uint32_t bucket[2] = {0, 0};  // the two buckets the flow may live in
-  uint16_t tag = 0;             // its 16-bit tag in them
+  uint8_t tag = 0;              // its 8-bit tag in them
   bool lookup = false;          // false: nothing to prefetch (no key, fragment, ICMP error)
   bool record = false;          // TCP or IPv6: the entry has a pool record (PrefetchRecord)
 };
 
 class Table {
  public:
-  // Bytes of one slot (32-byte entry + 2-byte index tag); the slot array is
+  // Bytes of one slot (32-byte entry + 1-byte index tag); the slot array is
   // slot_count() * kSlotBytes. TCP and IPv6 connections add a pool record each
   // (kTcpRecordBytes, kV6RecordBytes).
   static const size_t kEntryBytes;
@@ -225,9 +225,9 @@ class Table {
   void* mapping_ = nullptr;
   size_t mapping_bytes_ = 0;
   Entry* entries_ = nullptr;
-  uint16_t* tags_ = nullptr;  // 0 = free slot; else a 15-bit hash tag | 0x8000
-  Pool tcp_pool_;             // TcpConn records (Entry::aux)
-  Pool v6_pool_;              // IPv6 address records: original src, dst (Entry::src)
+  uint8_t* tags_ = nullptr;  // 0 = free slot; else an 8-bit hash tag (1..255)
+  Pool tcp_pool_;            // TcpConn records (Entry::aux)
+  Pool v6_pool_;             // IPv6 address records: original src, dst (Entry::src)
   uint32_t size_ = 0;
   uint32_t sweep_cursor_ = 0;
   uint32_t next_generation_ = 1;
