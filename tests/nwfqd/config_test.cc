@@ -65,6 +65,7 @@ TEST(ConfigFileTest, AppliesKeys) {
       "metrics = 127.0.0.1:9101\n"
       "\n"
       "steer = none\n"
+      "queue-maxlen = 65536\n"
       "log-rate = 5\n",
       "nwfqd.conf", &c);
   ASSERT_TRUE(st.ok()) << st;
@@ -76,6 +77,7 @@ TEST(ConfigFileTest, AppliesKeys) {
   EXPECT_FALSE(c.has_control());
   EXPECT_EQ(c.metrics_addr, "127.0.0.1:9101");
   EXPECT_EQ(c.steer, "none");
+  EXPECT_EQ(c.queue_maxlen, 65536u);
   EXPECT_EQ(c.log_rate, 5);
 }
 
@@ -98,6 +100,7 @@ TEST(ConfigFileTest, ErrorsNameFileAndLine) {
       {"metrics = 9101\n", "f.conf:1: metrics: expected ADDR:PORT"},
       {"filters = /nonexistent/nwfq\n", "f.conf:1: filters: no directory"},
       {"timeout = icmp=3\n", "f.conf:1: unknown key 'timeout'"},
+      {"queue-maxlen = 8\n", "f.conf:1: queue-maxlen: 8 is out of range"},
   };
   for (const ErrorRow& r : rows) {
     Config c;

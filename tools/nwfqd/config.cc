@@ -207,6 +207,10 @@ const Option kOptions[] = {
      }},
     {"batch", "", "N", Kind::kValue, "packets per receive batch and verdict write (default 64)",
      [](Config* c, absl::string_view v) { return SetInt(&c->batch, v, 1, 4096); }},
+    {"queue-maxlen", "", "N", Kind::kValue,
+     "packets the kernel keeps waiting per queue before it drops (fail-closed) or lets "
+     "through (fail-open) the rest: absorbs bursts, not sustained overload (default 4096)",
+     [](Config* c, absl::string_view v) { return SetInt(&c->queue_maxlen, v, 16, 1 << 20); }},
     {"drop-capabilities", "keep-capabilities", "", Kind::kBool,
      "after start-up keep only CAP_NET_ADMIN and CAP_NET_RAW (default yes)",
      [](Config* c, absl::string_view v) {

@@ -159,6 +159,7 @@ absl::Status Daemon::Start() {
     qopt.fail_open = config_.fail_open;
     qopt.copy_range = config_.copy_range;
     qopt.batch = config_.batch;
+    qopt.max_len = config_.queue_maxlen;
     absl::StatusOr<std::unique_ptr<nfq::Queue>> queue = nfq::Queue::Open(qopt);
     if (!queue.ok()) return queue.status();
     auto w = std::make_unique<Worker>();
