@@ -177,6 +177,25 @@ TEST(Scenario, ConnlimitIdleLimitFreesTheSlotOfAnIdleSession) {
 }
 
 // Finding i.11: conntrack details that decide verdicts.
+// A packet that cannot be parsed gets the configured malformed verdict before any rule,
+// counted per reason (nwfqd --malformed, nwfqctl replay --malformed).
+TEST(Scenario, MalformedVerdictIsConfigurable) {
+  auto truncated = PacketBuilder().Eth(kVmMac, kPeerMac).Ipv4(kVm, kPeer).Tcp(1, 22, 0x02).Build();
+  truncated.resize(14 + 20 + 10);  // cut inside the TCP header: shorter than its IP length
+  const std::vector<ConcreteRule> accept_all = {
+      Rule(Action::kAccept, Direction::kInOut, Protocol::kAll, {}, 500, false)};
+  for (const Verdict want : {Verdict::kDrop, Verdict::kAccept}) {
+    EngineOptions o;
+    o.malformed_verdict = want;
+    Harness h(accept_all, o);
+    const Decision d = h.FromVm(truncated);
+    EXPECT_EQ(d.verdict, want);
+    EXPECT_EQ(d.reason, Reason::kMalformed);
+    EXPECT_EQ(d.malformed, Malformed::kTruncatedIpv4);
+    EXPECT_EQ(h.engine.counters().malformed[static_cast<int>(Malformed::kTruncatedIpv4)], 1u);
+  }
+}
+
 TEST(Scenario, ConntrackDetailsDecide) {
   Harness h({Rule(Action::kAccept, Direction::kIn, Protocol::kTcp, {U(Attr::kDstPortStart, 22)}),
              Rule(Action::kAccept, Direction::kOut, Protocol::kIcmp),

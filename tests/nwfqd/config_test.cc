@@ -66,6 +66,7 @@ TEST(ConfigFileTest, AppliesKeys) {
       "\n"
       "steer = none\n"
       "queue-maxlen = 65536\n"
+      "malformed = accept\n"
       "log-rate = 5\n",
       "nwfqd.conf", &c);
   ASSERT_TRUE(st.ok()) << st;
@@ -78,6 +79,7 @@ TEST(ConfigFileTest, AppliesKeys) {
   EXPECT_EQ(c.metrics_addr, "127.0.0.1:9101");
   EXPECT_EQ(c.steer, "none");
   EXPECT_EQ(c.queue_maxlen, 65536u);
+  EXPECT_TRUE(c.malformed_accept);
   EXPECT_EQ(c.log_rate, 5);
 }
 
@@ -101,6 +103,7 @@ TEST(ConfigFileTest, ErrorsNameFileAndLine) {
       {"filters = /nonexistent/nwfq\n", "f.conf:1: filters: no directory"},
       {"timeout = icmp=3\n", "f.conf:1: unknown key 'timeout'"},
       {"queue-maxlen = 8\n", "f.conf:1: queue-maxlen: 8 is out of range"},
+      {"malformed = reject\n", "f.conf:1: malformed: expected drop or accept"},
   };
   for (const ErrorRow& r : rows) {
     Config c;

@@ -90,6 +90,7 @@ struct ReplayFlags : CommonFlags {
   bool explain = false;
   bool connlimit_kernel_compat = false;  // semantics i.1 (ct::ConnLimiterOptions)
   uint32_t connlimit_idle_seconds = 0;   // ct::ConnLimiterOptions::idle_limit_seconds
+  std::string malformed = "drop";        // EngineOptions::malformed_verdict
 };
 
 int RunReplay(const ReplayFlags& f) {
@@ -98,6 +99,8 @@ int RunReplay(const ReplayFlags& f) {
   engine::EngineOptions eo;
   eo.connlimit.kernel_compat_sticky = f.connlimit_kernel_compat;
   eo.connlimit.idle_limit_seconds = f.connlimit_idle_seconds;
+  eo.malformed_verdict =
+      f.malformed == "accept" ? engine::Verdict::kAccept : engine::Verdict::kDrop;
   Engine e(eo);
   if (absl::Status st = ApplyTimeouts(e, f.timeouts); !st.ok()) return Fail("replay", st);
   if (absl::Status st = e.SetBinding(*b); !st.ok()) return Fail("replay", st);
@@ -471,6 +474,12 @@ const bool kRegistered =
       replay->add_flag("--connlimit-kernel-compat", rf->connlimit_kernel_compat,
                        "connlimit as the kernel does it: a refused flow also stalls the "
                        "not-yet-assured flow holding the slot (semantics i.1)");
+      replay
+          ->add_option("--malformed", rf->malformed,
+                       "verdict for frames that cannot be parsed: drop or accept (as nwfqd "
+                       "--malformed)")
+          ->check(CLI::IsMember({"drop", "accept"}))
+          ->capture_default_str();
       replay->add_option("--connlimit-idle", rf->connlimit_idle_seconds,
                          "connlimit does not count connections idle for longer than SECONDS "
                          "(0 = count all, as the kernel)");

@@ -187,6 +187,15 @@ const Option kOptions[] = {
      [](Config* c, absl::string_view v) { return SetInt(&c->log_rate, v, 1, 100000); }},
     {"copy-range", "", "BYTES", Kind::kValue, "bytes of each packet copied from the kernel",
      [](Config* c, absl::string_view v) { return SetInt(&c->copy_range, v, 64, 65535); }},
+    {"malformed", "", "VERDICT", Kind::kValue,
+     "verdict for packets that cannot be parsed (truncated or broken headers; counted per "
+     "reason): drop (default) or accept",
+     [](Config* c, absl::string_view v) {
+       if (v != "drop" && v != "accept")
+         return absl::InvalidArgumentError("expected drop or accept");
+       c->malformed_accept = v == "accept";
+       return absl::OkStatus();
+     }},
     {"reject-tcp-with", "", "HOW", Kind::kValue,
      "what a reject rule sends for TCP: icmp (port unreachable, as libvirt's -j REJECT; "
      "default) or rst (a TCP reset, as --reject-with tcp-reset). Other protocols always get "

@@ -57,6 +57,7 @@ struct Config {
   bool l2_offload = true;
   int batch = 64;
   uint32_t queue_maxlen = 4096;   // NFQA_CFG_QUEUE_MAXLEN: the kernel queue's length
+  bool malformed_accept = false;  // verdict for unparsable packets (EngineOptions)
   bool drop_capabilities = true;  // keep only CAP_NET_ADMIN and CAP_NET_RAW after start-up
 
   bool has_control() const { return !control_path.empty() && control_path != "none"; }

@@ -23,6 +23,7 @@ engine::EngineOptions EngineOptionsFor(const Config& c) {
   engine::EngineOptions o;
   o.conntrack_capacity = c.conntrack_size;
   o.connlimit.idle_limit_seconds = c.connlimit_idle_seconds;
+  o.malformed_verdict = c.malformed_accept ? engine::Verdict::kAccept : engine::Verdict::kDrop;
   return o;
 }
 
