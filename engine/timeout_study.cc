@@ -95,7 +95,12 @@ absl::StatusOr<std::vector<StudyRow>> RunTimeoutStudy(const InstantiatedBinding&
                                                       const std::string& pcap_path,
                                                       const StudyOptions& options) {
   if (options.seconds.empty()) return absl::InvalidArgumentError("no timeout values to study");
-  std::vector<uint32_t> values = options.seconds;
+  // Each value runs once (a repeated value would replay the capture again for the same
+  // row), in the order given; the kernel default last unless given.
+  std::vector<uint32_t> values;
+  for (uint32_t v : options.seconds) {
+    if (std::find(values.begin(), values.end(), v) == values.end()) values.push_back(v);
+  }
   const uint32_t def = ct::TimeoutPolicy::KernelDefault(options.timeout_class);
   if (std::find(values.begin(), values.end(), def) == values.end()) values.push_back(def);
   std::vector<Run> runs;
@@ -123,10 +128,6 @@ absl::StatusOr<std::vector<StudyRow>> RunTimeoutStudy(const InstantiatedBinding&
   }
   std::sort(rows.begin(), rows.end(),
             [](const StudyRow& a, const StudyRow& b) { return a.seconds < b.seconds; });
-  rows.erase(
-      std::unique(rows.begin(), rows.end(),
-                  [](const StudyRow& a, const StudyRow& b) { return a.seconds == b.seconds; }),
-      rows.end());
   return rows;
 }
 

@@ -31,8 +31,8 @@ struct StudyOptions {
   // fixed by the user, say). May be empty.
   std::function<absl::Status(Engine&)> configure;
   ReplayOptions replay;  // host addresses; explain is ignored
-  // Called after each run: run index (0-based, in `seconds` order; the default's extra run
-  // last), and its frame count.
+  // Called after each run: run index (0-based, in `seconds` order, repeated values run
+  // once; the default's extra run last), and its frame count.
   std::function<void(size_t run, uint64_t frames)> progress;
 };
 
