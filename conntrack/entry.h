@@ -48,11 +48,13 @@ static_assert(sizeof(TcpConn) == 44);
 // The table's entry: 32 bytes, two per cache line, holding everything a lookup compares
 // and what UDP/ICMP/SCTP/GRE/generic connections need. What only some connections need
 // lives in records allocated on demand from two pools (see Table::Pool): the TCP window
-// state (TcpConn, 48-byte record) and the 32 bytes of IPv6 addresses. An IPv4 UDP
-// connection thus costs one 32-byte entry + 1-byte tag; TCP adds 48 bytes, IPv6 32.
+// state (TcpConn, 48-byte record) and 28 of the 32 bytes of IPv6 addresses (the other 4
+// are in `dst`). An IPv4 UDP connection thus costs one 32-byte entry + 1-byte tag; TCP adds
+// 48 bytes, IPv6 28.
 struct Table::Entry {
   // ---- Key: the original direction's tuple. IPv4: addresses in network order. IPv6
-  // (kEfIpv6): `src` is the index of the address record (original src then dst), `dst` 0.
+  // (kEfIpv6): `src` is the index of the address record (original src, then the first 12
+  // bytes of the original dst), `dst` the original dst's last 4 bytes.
   // ICMP/ICMPv6: sport = echo id, dport = type << 8 | code of the request.
   uint32_t src;
   uint32_t dst;

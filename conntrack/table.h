@@ -17,7 +17,7 @@
 //  * Zero heap allocations after construction. Memory: capacity * kSlotBytes (+1/16 spare
 //    slots) reserved and touched at once for the entries and their tags, plus records
 //    taken on demand from two reserved pools: 48 bytes per TCP connection (window
-//    tracking), 32 bytes per IPv6 connection (addresses). See ResidentBytes().
+//    tracking), 28 bytes per IPv6 connection (addresses). See ResidentBytes().
 //  * Not thread-safe: one Table per worker thread (the engine's per-queue design).
 //  * Expired entries are removed lazily when met by a lookup or insert, and by Sweep().
 //  * EntryRefs are valid until the next Track() (an insert may move an entry to its other
@@ -120,10 +120,13 @@ struct FlowProbe {
   uint8_t tag = 0;              // its 8-bit tag in them
   bool lookup = false;          // false: nothing to prefetch (no key, fragment, ICMP error)
   bool record = false;          // TCP or IPv6: the entry has a pool record (PrefetchRecord)
+  bool v4_port = false;         // IPv4 TCP/UDP/UDPLite/SCTP: Track's short hit path applies
 };
 
 class Table {
  public:
+  // Slots per bucket: a connection lives in one of the 8 slots of one of its two buckets.
+  static constexpr uint32_t kBucketSlots = 8;
   // Bytes of one slot (32-byte entry + 1-byte index tag); the slot array is
   // slot_count() * kSlotBytes. TCP and IPv6 connections add a pool record each
   // (kTcpRecordBytes, kV6RecordBytes).
@@ -152,12 +155,19 @@ class Table {
   // None of the prefetch calls changes any state; all are optional, in any combination.
   // The PacketFacts overloads hash again (kept for callers without a probe).
   FlowProbe Probe(const PacketFacts& p) const;
-  void PrefetchIndex(const FlowProbe& probe) const;
+  // Inline: two prefetches, cheaper than a call (each stage runs for every packet).
+  void PrefetchIndex(const FlowProbe& probe) const {
+    if (!probe.lookup) return;
+    __builtin_prefetch(&tags_[probe.bucket[0] * kBucketSlots]);
+    __builtin_prefetch(&tags_[probe.bucket[1] * kBucketSlots]);
+  }
   // Returns the slot of the first entry whose tag matches (the connection's slot unless a
   // tag collides), UINT32_MAX if none: callers with per-slot data of their own (the
   // engine's decision cache) prefetch it too.
   uint32_t PrefetchEntry(const FlowProbe& probe) const;
-  void PrefetchRecord(const FlowProbe& probe) const;
+  void PrefetchRecord(const FlowProbe& probe) const {
+    if (probe.record) PrefetchRecordOf(probe);
+  }
   TrackResult Track(const PacketFacts& p, const FlowProbe& probe, const TimeoutPolicy& timeouts,
                     Nanos now);
   void PrefetchIndex(const PacketFacts& p) const;
@@ -216,6 +226,7 @@ class Table {
 
  private:
   friend class TableInternals;
+  void PrefetchRecordOf(const FlowProbe& probe) const;
   TableOptions options_;
   uint32_t capacity_ = 0;
   uint32_t slots_ = 0;  // capacity_ rounded up to whole buckets
@@ -227,7 +238,7 @@ class Table {
   Entry* entries_ = nullptr;
   uint8_t* tags_ = nullptr;  // 0 = free slot; else an 8-bit hash tag (1..255)
   Pool tcp_pool_;            // TcpConn records (Entry::aux)
-  Pool v6_pool_;             // IPv6 address records: original src, dst (Entry::src)
+  Pool v6_pool_;             // IPv6 address records: original src, dst (Entry::src, ::dst)
   uint32_t size_ = 0;
   uint32_t sweep_cursor_ = 0;
   uint32_t next_generation_ = 1;

@@ -70,6 +70,7 @@ TimeoutPolicy::TimeoutPolicy() : TimeoutPolicy(nullptr) {}
 
 TimeoutPolicy::TimeoutPolicy(const TimeoutPolicy* parent) : parent_(parent) {
   for (auto& v : own_) v.store(kInherit, std::memory_order_relaxed);
+  for (int i = 0; i < kTimeoutClassCount; ++i) kernel_default_[i] = kClasses[i].kernel_default;
 }
 
 uint32_t TimeoutPolicy::KernelDefault(TimeoutClass c) {

@@ -104,7 +104,7 @@ class TimeoutPolicy {
   uint32_t Seconds(TimeoutClass c) const {
     uint32_t v = own_[static_cast<int>(c)].load(std::memory_order_relaxed);
     if (v != kInherit) return v;
-    return parent_ != nullptr ? parent_->Seconds(c) : KernelDefault(c);
+    return parent_ != nullptr ? parent_->Seconds(c) : kernel_default_[static_cast<int>(c)];
   }
   Nanos Get(TimeoutClass c) const { return static_cast<Nanos>(Seconds(c)) * kNanosPerSecond; }
 
@@ -136,6 +136,9 @@ class TimeoutPolicy {
   static constexpr uint32_t kInherit = UINT32_MAX;
   const TimeoutPolicy* parent_ = nullptr;
   std::array<std::atomic<uint32_t>, kTimeoutClassCount> own_;
+  // KernelDefault() of every class, copied in: Seconds() runs for every tracked packet,
+  // and a call into timeouts.cc there cost more than the lookup itself.
+  std::array<uint32_t, kTimeoutClassCount> kernel_default_;
 };
 
 }  // namespace nwfq::ct

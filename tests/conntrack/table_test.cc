@@ -5,7 +5,10 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
+#include <optional>
+#include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -213,6 +216,163 @@ TEST(Table, ManyFlowsAreAllFoundAgain) {
   }
   EXPECT_EQ(t.stats().new_conns, new_before);
   EXPECT_EQ(t.stats().early_drop, 0u);
+}
+
+// The batched way through the table (Probe for a whole batch first, the prefetch stages,
+// then Track with the probe, whose IPv4 TCP/UDP hits take a short path of their own) must
+// decide every packet exactly as plain Track does: same results, counters and connections.
+// A random mix over few flows in a small table, so that hits, new connections, reopens,
+// RSTs, expiry, eviction, refusals, ICMP errors, fragments and bad checksums all occur,
+// with a random half of the new connections confirmed (the filter's verdict).
+TEST(Table, BatchedPathDecidesAsTrack) {
+  std::mt19937 rng(7);
+  auto pick = [&](uint32_t n) { return static_cast<uint32_t>(rng() % n); };
+  auto endpoint = [&](bool v6) {
+    return v6 ? V6(static_cast<uint16_t>(1 + pick(3)))
+              : V4(198, 18, 0, static_cast<uint8_t>(1 + pick(3)));
+  };
+  auto packet = [&]() {
+    const bool v6 = pick(4) == 0;
+    const auto a = endpoint(v6), b = endpoint(v6);
+    const uint16_t pa = static_cast<uint16_t>(1000 + pick(3)),
+                   pb = static_cast<uint16_t>(80 + pick(2));
+    PacketFacts p;
+    switch (pick(7)) {
+      case 0:
+      case 1: {
+        static constexpr uint8_t kFlags[] = {kSyn,    kSynAck, kAck,    kPshAck,
+                                             kFinAck, kRst,    kRstAck, 0};
+        p = Tcp(a, pa, b, pb, kFlags[pick(8)], 1000 + pick(3) * 100, 5000 + pick(3) * 100,
+                static_cast<uint16_t>(pick(2) ? 64240 : 0), pick(2) * 100);
+        break;
+      }
+      case 2:
+      case 3:
+        p = Udp(a, pa, b, pb);
+        break;
+      case 4:
+        p = Udp(a, pa, b, pb);
+        p.flow.l4proto = pick(2) ? 136 : 132;  // UDPLite, SCTP
+        p.sctp_chunk = static_cast<uint8_t>(pick(12));
+        break;
+      case 5:
+        p = Icmp(a, b, pick(2) ? 8 : 0, static_cast<uint16_t>(pick(3)));
+        break;
+      default:
+        p = IcmpError(a, b, 3, 1, Udp(b, pb, a, pa));
+        break;
+    }
+    if (v6) {
+      p.flow.family = 6;
+      if (p.flow.l4proto == 1) {
+        p.flow.l4proto = 58;
+        p.flow.icmp_type = p.icmp_error ? 1 : (p.flow.icmp_type == 8 ? 128 : 129);
+      }
+    }
+    p.bad_checksum = pick(40) == 0;
+    p.fragment = pick(50) == 0;
+    return p;
+  };
+  auto same = [](const TrackResult& x, const TrackResult& y) {
+    return x.entry.slot == y.entry.slot && x.entry.generation == y.entry.generation &&
+           x.state == y.state && x.dir == y.dir && x.tentative == y.tentative &&
+           x.assured == y.assured;
+  };
+  Table plain(TableOptions{.capacity = 24});
+  Table batched(TableOptions{.capacity = 24});
+  TimeoutPolicy to;
+  ASSERT_TRUE(to.Set(TimeoutClass::kUdpUnreplied, 2).ok());
+  Nanos now = kSec;
+  uint64_t fast_hits = 0;
+  for (int batch = 0; batch < 3000; ++batch) {
+    std::vector<PacketFacts> pkts;
+    for (uint32_t i = 0, n = 1 + pick(16); i < n; ++i) pkts.push_back(packet());
+    std::vector<FlowProbe> probes;
+    for (const PacketFacts& p : pkts) probes.push_back(batched.Probe(p));
+    for (const FlowProbe& w : probes) batched.PrefetchIndex(w);
+    for (size_t i = 0; i < pkts.size(); ++i) {
+      batched.PrefetchEntry(probes[i]);
+      batched.PrefetchRecord(probes[i]);
+      const uint64_t found_before = batched.stats().found;
+      const TrackResult a = plain.Track(pkts[i], to, now);
+      const TrackResult b = batched.Track(pkts[i], probes[i], to, now);
+      ASSERT_TRUE(same(a, b)) << "batch " << batch << " packet " << i;
+      if (probes[i].v4_port && batched.stats().found > found_before) ++fast_hits;
+      if (a.tentative && pick(2)) {
+        plain.Confirm(a, now);
+        batched.Confirm(b, now);
+      }
+      now += pick(3) == 0 ? 700 * kMs : kMs;
+    }
+    if (pick(10) == 0) {
+      plain.Sweep(8, now);
+      batched.Sweep(8, now);
+    }
+  }
+  const TableStats& x = plain.stats();
+  const TableStats& y = batched.stats();
+  EXPECT_EQ(x.found, y.found);
+  EXPECT_EQ(x.new_conns, y.new_conns);
+  EXPECT_EQ(x.confirmed, y.confirmed);
+  EXPECT_EQ(x.invalid, y.invalid);
+  EXPECT_EQ(x.ignored, y.ignored);
+  EXPECT_EQ(x.related, y.related);
+  EXPECT_EQ(x.early_drop, y.early_drop);
+  EXPECT_EQ(x.insert_failed, y.insert_failed);
+  EXPECT_EQ(x.expired, y.expired);
+  EXPECT_EQ(x.tcp_ignored, y.tcp_ignored);
+  // Every kind of outcome occurred (else the comparison above proves little).
+  EXPECT_GT(fast_hits, 1000u) << "too few IPv4 TCP/UDP hits to compare";
+  EXPECT_GT(x.related, 0u);
+  EXPECT_GT(x.early_drop + x.insert_failed, 0u);
+  EXPECT_GT(x.expired, 0u);
+  EXPECT_GT(x.tcp_ignored, 0u);
+  std::vector<std::string> conns[2];
+  for (int k = 0; k < 2; ++k) {
+    (k == 0 ? plain : batched).ForEach(now, [&](const ConnInfo& c) {
+      conns[k].push_back(std::to_string(c.ref.slot) + "/" + std::string(c.state_name) + "/" +
+                         std::to_string(c.seen_reply) + std::to_string(c.assured) + "/" +
+                         std::to_string(c.expires_in) + "/" + std::to_string(c.last_seen));
+    });
+  }
+  EXPECT_EQ(conns[0], conns[1]);
+  EXPECT_FALSE(conns[0].empty());
+}
+
+// An IPv6 connection's addresses are split between its record (28 bytes) and the entry (the
+// destination's last 4 bytes): addresses differing only in either part stay distinct
+// connections, replies find them, and the original tuple reads back whole.
+TEST(Table, Ipv6AddressesSplitAcrossEntryAndRecordStayExact) {
+  Table t(TableOptions{.capacity = 64});
+  TimeoutPolicy to;
+  const auto client = V6(0x10);
+  auto server = [](uint8_t prefix_byte, uint16_t last) {
+    std::array<uint8_t, 16> a = V6(last);
+    a[4] = prefix_byte;  // differs inside the record's 12 destination bytes
+    return a;
+  };
+  const std::array<uint8_t, 16> servers[] = {server(0, 1), server(1, 1), server(0, 2),
+                                             server(1, 2)};
+  std::vector<EntryRef> refs;
+  for (const auto& s : servers) {
+    const TrackResult r = t.Track(Udp(client, 4000, s, 53, 6), to, kSec);
+    ASSERT_TRUE(r.tentative);
+    t.Confirm(r, kSec);
+    refs.push_back(r.entry);
+  }
+  EXPECT_EQ(t.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    const TrackResult reply = t.Track(Udp(servers[i], 53, client, 4000, 6), to, 2 * kSec);
+    EXPECT_EQ(reply.entry.slot, refs[i].slot) << i;
+    EXPECT_EQ(reply.dir, Dir::kReply) << i;
+    EXPECT_EQ(reply.state, State::kEstablished) << i;
+    const std::optional<ConnInfo> info = t.Get(refs[i], 2 * kSec);
+    ASSERT_TRUE(info.has_value());
+    EXPECT_EQ(info->original.family, 6);
+    EXPECT_EQ(info->original.src, client);
+    EXPECT_EQ(info->original.dst, servers[i]) << i;
+  }
+  EXPECT_EQ(t.stats().new_conns, 4u);
 }
 
 TEST(Table, NoHeapAllocationPerPacket) {
