@@ -454,21 +454,19 @@ int SctpChunkRow(uint8_t chunk) {
 }
 
 // Generic-style trackers: UDP/UDPLite, ICMP, GRE, generic. Return false for INVALID.
+// A UDP/UDPLite packet's refresh: the unreplied timeout until a reply was seen; replied and
+// still active more than 2 s after the first packet (Entry::aux): a stream, with the
+// stream timeout, and ASSURED.
+inline void UdpRefresh(Table::Entry& e, uint32_t now_ms, const TimeoutPolicy& timeouts) {
+  const bool stream = (e.flags & kEfSeenReply) && static_cast<int32_t>(now_ms - e.aux) > 0;
+  e.deadline_ms =
+      now_ms + TimeoutMs(timeouts, stream ? TimeoutClass::kUdpStream : TimeoutClass::kUdpUnreplied);
+  if (stream) e.flags |= kEfAssured;
+}
+
 Verdict UdpPacket(Table::Entry& e, const TrackContext& ctx) {
   if (ctx.is_new) e.aux = ctx.now_ms + 2000;  // the 2-second stream rule
-  if (e.flags & kEfSeenReply) {
-    uint32_t timeout = TimeoutMs(ctx.timeouts, TimeoutClass::kUdpUnreplied);
-    bool stream = false;
-    // Still active more than 2 s after the first packet: a stream. Extend and assure.
-    if (static_cast<int32_t>(ctx.now_ms - e.aux) > 0) {
-      timeout = TimeoutMs(ctx.timeouts, TimeoutClass::kUdpStream);
-      stream = true;
-    }
-    e.deadline_ms = ctx.now_ms + timeout;
-    if (stream) e.flags |= kEfAssured;
-  } else {
-    e.deadline_ms = ctx.now_ms + TimeoutMs(ctx.timeouts, TimeoutClass::kUdpUnreplied);
-  }
+  UdpRefresh(e, ctx.now_ms, ctx.timeouts);
   return Verdict::kAccept;
 }
 
@@ -979,20 +977,16 @@ bool TableInternals::TrackV4Hit(Table& t, const PacketFacts& p, const FlowProbe&
   const uint32_t slot = FindV4(t, MakeV4Key(f), w, now_ms, dir);
   if (slot == UINT32_MAX) return false;
   if (f.l4proto != kProtoUdp) return Update(t, slot, dir, p, timeouts, now_ms, r);
-  // UDP, as Update + UdpPacket do it (a UDP packet is always accepted): unreplied timeout
-  // until a reply was seen, the stream timeout and ASSURED once the connection is still
-  // active 2 s after its first packet (Entry::aux).
+  // UDP: Update's accept branch with the tracker inlined (a UDP packet is always accepted),
+  // without the tracker context and the protocol switch.
   ++t.stats_.found;
   Table::Entry& e = t.entries_[slot];
-  const bool seen_reply = (e.flags & kEfSeenReply) != 0;
-  const bool stream = seen_reply && static_cast<int32_t>(now_ms - e.aux) > 0;
-  e.deadline_ms =
-      now_ms + TimeoutMs(timeouts, stream ? TimeoutClass::kUdpStream : TimeoutClass::kUdpUnreplied);
+  const State state = (dir == 1 || (e.flags & kEfSeenReply)) ? State::kEstablished : State::kNew;
+  UdpRefresh(e, now_ms, timeouts);
   e.last_seen_ms = now_ms;
-  e.flags |= static_cast<uint8_t>((stream ? kEfAssured : 0) | (dir == 1 ? kEfSeenReply : 0));
-  r = Result({slot, e.generation & 0xffffff},
-             (dir == 1 || seen_reply) ? State::kEstablished : State::kNew,
-             dir == 0 ? Dir::kOriginal : Dir::kReply, false, (e.flags & kEfAssured) != 0);
+  if (dir == 1) e.flags |= kEfSeenReply;
+  r = Result({slot, e.generation & 0xffffff}, state, dir == 0 ? Dir::kOriginal : Dir::kReply, false,
+             (e.flags & kEfAssured) != 0);
   return true;
 }
 
