@@ -2,6 +2,7 @@
 // established TCP with window tracking), insert of new connections, expiry sweep; at 1k,
 // 100k and 1M connections. Counters: items/s and bytes_per_conn (table memory / capacity).
 #include <benchmark/benchmark.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -297,6 +298,41 @@ void BM_Sweep(benchmark::State& state) {
   SetBytes(state, t, n);
 }
 BENCHMARK(BM_Sweep)->Apply(Sizes)->Unit(benchmark::kMillisecond);
+
+// Control, no table involved: independent loads of random cache lines over a 64 MB
+// huge-page mapping (the size of the 1M-connection slot array and more), i.e. how many
+// lines per second this machine's memory system serves to one core when nothing depends
+// on them. A batched hit at 1M needs about three such lines (two tag lines, the entry):
+// this row bounds the hit rates above.
+void BM_RandomLineControl(benchmark::State& state) {
+  const size_t bytes = static_cast<size_t>(state.range(0)) << 20;
+  const size_t lines = bytes / 64;
+  void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    state.SkipWithError("mmap failed");
+    return;
+  }
+  madvise(m, bytes, MADV_HUGEPAGE);
+  auto* mem = static_cast<char*>(m);
+  std::memset(mem, 1, bytes);
+  std::vector<uint32_t> order = Shuffled(static_cast<uint32_t>(lines), 3);
+  size_t k = 0;
+  uint64_t sum = 0;
+  for (auto _ : state) {
+    for (int j = 0; j < 64; ++j, ++k) {  // 64 loads per iteration, like a batch
+      if (k == lines) k = 0;
+      uint64_t v;
+      std::memcpy(&v, mem + size_t{order[k]} * 64, 8);
+      sum += v;
+    }
+  }
+  benchmark::DoNotOptimize(sum);
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * 64);
+  munmap(m, bytes);
+}
+#ifdef NDEBUG
+BENCHMARK(BM_RandomLineControl)->Arg(64);
+#endif
 
 }  // namespace
 }  // namespace nwfq::ct
