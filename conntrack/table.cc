@@ -42,20 +42,33 @@ constexpr size_t kTcpRecord = 48;  // sizeof(TcpConn) rounded up to 16 bytes
 constexpr size_t kV6Record = 28;
 static_assert(sizeof(TcpConn) <= kTcpRecord);
 
-// Reserves `bytes` of anonymous memory (zero-filled, resident only once touched).
+size_t PageRound(size_t n) { return (n + 4095) & ~size_t{4095}; }
+
+// Reserves `bytes` of anonymous memory (zero-filled, resident only once touched), starting
+// on a 2 MB boundary: transparent huge pages only cover aligned 2 MB ranges, and mmap's
+// own placement left the 1M-connection table's first and last partial ranges (a tenth of
+// it) on 4 KB pages, i.e. TLB misses, each a two-level page walk in a VM.
 void* MapOrDie(size_t bytes, int extra_flags) {
-  void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | extra_flags,
-                 -1, 0);
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t reserve = bytes + kHuge;
+  void* m = mmap(nullptr, reserve, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | extra_flags, -1, 0);
   if (m == MAP_FAILED) {
     // Out of address space at start-up: nothing sensible to do without a table.
     std::perror("nwfq conntrack: mmap of the connection table");
     std::abort();
   }
-  madvise(m, bytes, MADV_HUGEPAGE);  // best effort: random access over many MB
-  return m;
+  const auto start = reinterpret_cast<uintptr_t>(m);
+  const uintptr_t aligned = (start + kHuge - 1) & ~(uintptr_t{kHuge} - 1);
+  // Give back the unaligned head and the tail beyond `bytes` (both whole pages).
+  if (aligned > start) munmap(m, aligned - start);
+  const uintptr_t end = aligned + PageRound(bytes);
+  if (start + reserve > end) munmap(reinterpret_cast<void*>(end), start + reserve - end);
+  void* p = reinterpret_cast<void*>(aligned);
+  madvise(p, bytes, MADV_HUGEPAGE);  // best effort: random access over many MB
+  return p;
 }
 
-size_t PageRound(size_t n) { return (n + 4095) & ~size_t{4095}; }
 constexpr uint8_t kProtoIcmp = 1;
 constexpr uint8_t kProtoTcp = 6;
 constexpr uint8_t kProtoUdp = 17;
@@ -453,7 +466,6 @@ int SctpChunkRow(uint8_t chunk) {
   }
 }
 
-// Generic-style trackers: UDP/UDPLite, ICMP, GRE, generic. Return false for INVALID.
 // A UDP/UDPLite packet's refresh: the unreplied timeout until a reply was seen; replied and
 // still active more than 2 s after the first packet (Entry::aux): a stream, with the
 // stream timeout, and ASSURED.
@@ -464,6 +476,7 @@ inline void UdpRefresh(Table::Entry& e, uint32_t now_ms, const TimeoutPolicy& ti
   if (stream) e.flags |= kEfAssured;
 }
 
+// Generic-style trackers: UDP/UDPLite, ICMP, GRE, generic. Return false for INVALID.
 Verdict UdpPacket(Table::Entry& e, const TrackContext& ctx) {
   if (ctx.is_new) e.aux = ctx.now_ms + 2000;  // the 2-second stream rule
   UdpRefresh(e, ctx.now_ms, ctx.timeouts);
@@ -963,8 +976,9 @@ TrackResult TableInternals::Track(Table& t, const PacketFacts& p, const TimeoutP
 // error). It decides exactly as Track does, minus the branches such a packet cannot take;
 // false hands the packet to Track (a new connection, an expired entry, a checksum or flag
 // error, the first packet of the clock), which starts over.
-// Kept small: Track's frame (its Key, the ICMP and insert paths) cost a hit 40
-// instructions of prologue and copies alone (callgrind).
+// Kept apart and small because Track's frame (its Key, the ICMP and insert paths) made every
+// hit pay a large prologue and stack traffic; with it a batched UDP hit went from 440 to 347
+// instructions, together with the other changes of 0f2eb66 (callgrind, BENCHMARKS.md).
 bool TableInternals::TrackV4Hit(Table& t, const PacketFacts& p, const FlowProbe& w,
                                 const TimeoutPolicy& timeouts, Nanos now, TrackResult& r) {
   if (!t.epoch_set_) return false;
