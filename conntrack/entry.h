@@ -48,9 +48,9 @@ static_assert(sizeof(TcpConn) == 44);
 // The table's entry: 32 bytes, two per cache line, holding everything a lookup compares
 // and what UDP/ICMP/SCTP/GRE/generic connections need. What only some connections need
 // lives in records allocated on demand from two pools (see Table::Pool): the TCP window
-// state (TcpConn, 48-byte record) and 28 of the 32 bytes of IPv6 addresses (the other 4
+// state (TcpConn, 44-byte record) and 28 of the 32 bytes of IPv6 addresses (the other 4
 // are in `dst`). An IPv4 UDP connection thus costs one 32-byte entry + 1-byte tag; TCP adds
-// 48 bytes, IPv6 28.
+// 44 bytes, IPv6 28.
 struct Table::Entry {
   // ---- Key: the original direction's tuple. IPv4: addresses in network order. IPv6
   // (kEfIpv6): `src` is the index of the address record (original src, then the first 12
@@ -72,9 +72,6 @@ struct Table::Entry {
   uint32_t aux;
 };
 static_assert(sizeof(Table::Entry) == 32, "entry size is part of the memory budget");
-
-// A TCP connection's window-tracking record (pool-allocated, 48 bytes).
-static_assert(sizeof(TcpConn) <= 48);
 
 enum EntryFlag : uint8_t {
   kEfUsed = 0x01,

@@ -16,7 +16,7 @@
 //    Deadlines are stored as 32-bit milliseconds relative to the first `now` seen.
 //  * Zero heap allocations after construction. Memory: capacity * kSlotBytes (+1/16 spare
 //    slots) reserved and touched at once for the entries and their tags, plus records
-//    taken on demand from two reserved pools: 48 bytes per TCP connection (window
+//    taken on demand from two reserved pools: 44 bytes per TCP connection (window
 //    tracking), 28 bytes per IPv6 connection (addresses). See ResidentBytes().
 //  * Not thread-safe: one Table per worker thread (the engine's per-queue design).
 //  * Expired entries are removed lazily when met by a lookup or insert, and by Sweep().
