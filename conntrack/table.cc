@@ -828,8 +828,11 @@ class TableInternals {
 
   static TrackResult Track(Table& t, const PacketFacts& p, const TimeoutPolicy& timeouts, Nanos now,
                            const FlowProbe* probe);
-  static bool TrackV4Hit(Table& t, const PacketFacts& p, const FlowProbe& w,
-                         const TimeoutPolicy& timeouts, Nanos now, TrackResult& r);
+  // Inlined into Table::Track(p, probe): called, it cost a frame and a result spilled
+  // through memory on every packet.
+  [[gnu::always_inline]] static bool TrackV4Hit(Table& t, const PacketFacts& p, const FlowProbe& w,
+                                                const TimeoutPolicy& timeouts, Nanos now,
+                                                TrackResult& r);
   static TrackResult TrackError(Table& t, const PacketFacts& p, uint32_t now_ms);
   // Inlined: the hit path of both lookups, where a call's argument shuffling costs more
   // than the body's duplication.
@@ -982,8 +985,8 @@ TrackResult TableInternals::Track(Table& t, const PacketFacts& p, const TimeoutP
 // Kept apart and small because Track's frame (its Key, the ICMP and insert paths) made every
 // hit pay a large prologue and stack traffic; with it a batched UDP hit went from 440 to 347
 // instructions, together with the other changes of 0f2eb66 (callgrind, BENCHMARKS.md).
-bool TableInternals::TrackV4Hit(Table& t, const PacketFacts& p, const FlowProbe& w,
-                                const TimeoutPolicy& timeouts, Nanos now, TrackResult& r) {
+inline bool TableInternals::TrackV4Hit(Table& t, const PacketFacts& p, const FlowProbe& w,
+                                       const TimeoutPolicy& timeouts, Nanos now, TrackResult& r) {
   if (!t.epoch_set_) return false;
   DropPending(t);
   const FlowFacts& f = p.flow;
