@@ -34,9 +34,9 @@ const size_t Table::kV6RecordBytes = 28;
 namespace {
 
 constexpr uint32_t kBucketSlots = Table::kBucketSlots;
-// sizeof(TcpConn), not rounded up: a record of 48 bytes straddled two cache lines as often
-// as one of 44 does (every 64-byte line boundary falls inside some record either way), so
-// the 4 bytes bought nothing.
+// sizeof(TcpConn), not rounded up to 48: at 48 bytes half of the records spanned two cache
+// lines anyway (at 44, 11 in 16 do; PrefetchRecord asks for both lines), so the padding
+// bought nothing but 4 bytes per connection.
 constexpr size_t kTcpRecord = sizeof(TcpConn);
 // An IPv6 connection's addresses: the original source (16 bytes), then the original
 // destination's first 12 bytes; its last 4 are in Entry::dst. Not a round 32: at 28 bytes an
