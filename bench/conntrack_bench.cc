@@ -164,7 +164,7 @@ void BM_UdpHit(benchmark::State& state) { UdpHit(state, false); }
 void BM_UdpHitBatch(benchmark::State& state) { UdpHit(state, true); }
 BENCHMARK(BM_UdpHit)->Apply(Sizes);
 BENCHMARK(BM_UdpHitBatch)->Apply(Sizes);
-// IPv6 (each entry has a 32-byte address record: one more line per lookup).
+// IPv6 (each entry has a 28-byte address record: one or two more lines per lookup).
 void BM_Udp6HitBatch(benchmark::State& state) { UdpHit(state, true, true); }
 BENCHMARK(BM_Udp6HitBatch)->Apply(Sizes);
 
