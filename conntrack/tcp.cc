@@ -108,10 +108,11 @@ inline uint32_t SegmentEnd(const PacketFacts& p) {
          ((p.tcp_flags & kTcpFin) ? 1 : 0);
 }
 
-// Kernel tcp_options(): window scale (capped at 14) and flags. PacketFacts does not say
-// whether the segment had options at all; SYNs practically always carry MSS, so the
-// options are treated as present (the kernel skips the reset when there are none).
+// Kernel tcp_options(): window scale (capped at 14) and flags, reset first, but only when
+// the segment has options at all: an option-less SYN re-initialising a side keeps the
+// scale and SACK permission that side announced before.
 void ParseOptions(Table::Entry& e, TcpConn& t, int dir, const PacketFacts& p) {
+  if (p.tcp_no_options) return;
   SetScale(t, dir, 0);
   SetDirFlags(t, dir, 0);
   SetSackPerm(e, dir, p.tcp_sack_perm);

@@ -60,6 +60,10 @@ struct PacketFacts {
   uint16_t tcp_window = 0;    // raw, unscaled
   uint8_t tcp_wscale = 0xff;  // window-scale option on SYN, 0xff = absent
   bool tcp_sack_perm = false;
+  // The TCP header has no options (data offset 5). The kernel's tcp_options() then leaves
+  // the side's window scale and flags as they were (it resets them only when it parses
+  // options), which matters when a SYN re-initialises a side.
+  bool tcp_no_options = false;
   // SACK option (kind 5) present: the highest right edge of its blocks (host order). The
   // kernel uses it instead of the ACK in its window checks when SACK was permitted.
   bool tcp_sack_present = false;

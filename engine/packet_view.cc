@@ -195,10 +195,11 @@ void ParseTcpOptions(const uint8_t* p, size_t n, PacketView& v) {
     if (len < 2 || i + len > n) break;
     if (kind == 3 && len == 3) v.tcp_wscale = p[i + 2];
     if (kind == 4 && len == 2) v.tcp_sack_perm = true;
-    if (kind == 5 && len >= 10 && (len - 2) % 8 == 0) {
-      // As the kernel's tcp_sack(): the right edges, kept when after the ACK (or after
-      // the highest so far), in sequence-space order.
-      if (!v.tcp_sack_present) v.tcp_sack_edge = v.tcp_ack;
+    if (kind == 5 && len >= 10 && (len - 2) % 8 == 0 && !v.tcp_sack_present) {
+      // As the kernel's tcp_sack(): the right edges of the first well-formed SACK option
+      // (it returns after that one), kept when after the ACK or after the highest so far,
+      // in sequence-space order.
+      v.tcp_sack_edge = v.tcp_ack;
       v.tcp_sack_present = true;
       for (size_t b = i + 2; b + 8 <= i + len; b += 8) {
         const uint32_t right = Be32(p + b + 4);
@@ -238,6 +239,7 @@ void ParseTransport(const uint8_t* p, size_t n, size_t cap, PacketView& v,
       v.tcp_ack = Be32(p + 8);
       v.tcp_flags = p[13] & 0x3f;
       v.tcp_window = Be16(p + 14);
+      v.tcp_no_options = doff == 20;
       ParseTcpOptions(p + 20, doff - 20, v);
       v.payload_len = static_cast<uint32_t>(n - doff);
       if (verify) {
@@ -677,6 +679,7 @@ ct::PacketFacts ToPacketFacts(const PacketView& v) {
     f.tcp_window = v.tcp_window;
     f.tcp_wscale = v.tcp_wscale;
     f.tcp_sack_perm = v.tcp_sack_perm;
+    f.tcp_no_options = v.tcp_no_options;
     f.tcp_sack_present = v.tcp_sack_present;
     f.tcp_sack_edge = v.tcp_sack_edge;
   } else if (v.l4proto == kProtoSctp) {

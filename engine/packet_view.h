@@ -121,8 +121,10 @@ struct PacketView {
   uint16_t tcp_window = 0;
   uint8_t tcp_wscale = 0xff;
   bool tcp_sack_perm = false;
-  // SACK option (kind 5) seen: tcp_sack_edge is the highest right edge of its blocks
-  // that lies after tcp_ack (else tcp_ack), as the kernel's tcp_sack() computes it.
+  bool tcp_no_options = false;  // data offset 5: the header carries no options at all
+  // SACK option (kind 5) seen: tcp_sack_edge is the highest right edge of the first
+  // well-formed SACK option's blocks that lies after tcp_ack (else tcp_ack), as the
+  // kernel's tcp_sack() computes it.
   bool tcp_sack_present = false;
   uint32_t tcp_sack_edge = 0;
   std::array<uint8_t, 32> tcp_options{};  // bitmap of option kinds present (for --tcp-option)

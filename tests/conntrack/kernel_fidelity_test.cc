@@ -54,6 +54,13 @@ PacketFacts Sack(PacketFacts p, bool permitted, uint32_t edge) {
   return p;
 }
 
+// A SYN announcing window scale `ws`, or (ws < 0) a TCP header without any option.
+PacketFacts Opts(PacketFacts p, int ws) {
+  p.tcp_no_options = ws < 0;
+  if (ws >= 0) p.tcp_wscale = static_cast<uint8_t>(ws);
+  return p;
+}
+
 PacketFacts six(PacketFacts p) {
   p.flow.family = 6;
   return p;
@@ -116,6 +123,16 @@ std::vector<Scenario> Scenarios() {
         {"data", T(false, kPshAck, 5001, 1001, 100, 40008)},
         {"SACK of sent data", Sack(T(true, kAck, 1001, 5001, 0, 40008), false, 5101)},
         {"SACK beyond sent data", Sack(T(true, kAck, 1001, 5001, 0, 40008), false, 900000)}}},
+      // tcp_options() resets a side's scale only when the segment has options: the client's
+      // re-sent SYN without any keeps its window scale 7, so scaling is on once the server
+      // answers with one too, and a server segment 1 MB ahead fits the client's scaled
+      // window (64240 << 7). Resetting would leave it out of window: INVALID.
+      {"tcp SYN re-sent without options keeps the window scale",
+       {{"SYN wscale 7", Opts(T(true, kSyn, 1000, 0, 0, 40009), 7)},
+        {"SYN again, higher seq, no options", Opts(T(true, kSyn, 2000, 0, 0, 40009), -1)},
+        {"SYN/ACK wscale 7", Opts(T(false, kSynAck, 5000, 2001, 0, 40009), 7)},
+        {"ACK", T(true, kAck, 2001, 5001, 0, 40009)},
+        {"server data 1 MB ahead", T(false, kPshAck, 5001 + 1'000'000, 2001, 100, 40009)}}},
       {"udp unreplied, replied, stream",
        {{"query", udp_q},
         {"answer", udp_a},

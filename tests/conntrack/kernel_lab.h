@@ -88,12 +88,12 @@ inline std::vector<uint8_t> L4Bytes(const PacketFacts& p) {
   if (f.l4proto == 6) {
     const bool syn = p.tcp_flags & kTcpSyn;
     std::vector<uint8_t> opt;
-    if (syn) {
+    if (syn && !p.tcp_no_options) {
       opt = {2, 4, 0x05, 0xb4};  // MSS 1460
       if (p.tcp_wscale != 0xff) opt.insert(opt.end(), {1, 3, 3, p.tcp_wscale});
       if (p.tcp_sack_perm) opt.insert(opt.end(), {1, 1, 4, 2});
     }
-    if (p.tcp_sack_present) {  // one block [edge - 1, edge)
+    if (p.tcp_sack_present && !p.tcp_no_options) {  // one block [edge - 1, edge)
       const uint32_t l = p.tcp_sack_edge - 1, r = p.tcp_sack_edge;
       opt.insert(
           opt.end(),

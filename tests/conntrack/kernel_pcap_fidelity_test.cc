@@ -1,12 +1,15 @@
-// Kernel fidelity over real captures: packets of /work/shared/pcaps/ (TCP, UDP, ICMP and
+// Kernel fidelity over real captures: packets of ../shared/pcaps/ (TCP, UDP, ICMP and
 // ICMPv6 ones) are parsed with the engine's parser, their addresses mapped into the lab's
 // 198.18.7.0/24 and 2001:db8:7::/64, rebuilt with correct checksums (captures taken with
 // checksum offload would otherwise be INVALID for both) and played, as fast as the
 // per-packet comparison allows, through the kernel's conntrack and through ours.
-// Skips when the shared data, root or the tools are missing. Label: integration.
+// NWFQ_CT_PCAPS=a.pcap:b.pcap replays other Ethernet captures instead (first 150 packets of
+// each). Skips when the captures, root or the tools are missing. Label: integration.
 #include <pcap/pcap.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -103,9 +106,31 @@ std::vector<PacketFacts> Load(const std::string& path, std::string* why) {
   return out;
 }
 
-TEST(KernelPcapFidelity, CapturesMatchTheKernel) {
+// The captures to replay: NWFQ_CT_PCAPS (colon-separated paths) when set, to check captures
+// taken elsewhere (e.g. fresh ones of a host's own traffic) with the same comparison;
+// otherwise kCaptures from the shared directory, empty if it is absent.
+std::vector<std::string> CapturesToReplay() {
+  std::vector<std::string> paths;
+  if (const char* env = getenv("NWFQ_CT_PCAPS"); env != nullptr && *env != '\0') {
+    std::string list = env;
+    for (size_t start = 0; start <= list.size();) {
+      const size_t end = std::min(list.find(':', start), list.size());
+      if (end > start) paths.push_back(list.substr(start, end - start));
+      start = end + 1;
+    }
+    return paths;
+  }
   const std::filesystem::path dir = std::filesystem::path(NWFQ_SHARED_DIR) / "pcaps";
-  if (!std::filesystem::exists(dir)) GTEST_SKIP() << "no shared captures at " << dir;
+  if (!std::filesystem::exists(dir)) return paths;
+  for (const char* name : kCaptures) paths.push_back((dir / name).string());
+  return paths;
+}
+
+TEST(KernelPcapFidelity, CapturesMatchTheKernel) {
+  const std::vector<std::string> captures = CapturesToReplay();
+  if (captures.empty()) {
+    GTEST_SKIP() << "no shared captures at " << NWFQ_SHARED_DIR << "/pcaps (or set NWFQ_CT_PCAPS)";
+  }
   std::string why;
   if (!LabPrerequisites(&why)) GTEST_SKIP() << why;
   KernelLab kernel_lab;
@@ -117,10 +142,12 @@ TEST(KernelPcapFidelity, CapturesMatchTheKernel) {
   TimeoutPolicy timeouts;
   int total = 0;
   int mismatches = 0;
-  for (const char* name : kCaptures) {
-    std::vector<PacketFacts> pkts = Load((dir / name).string(), &why);
+  for (const std::string& name : captures) {
+    why.clear();
+    std::vector<PacketFacts> pkts = Load(name, &why);
     if (pkts.empty()) {
-      std::printf("%s: skipped (%s)\n", name, why.empty() ? "no trackable packets" : why.c_str());
+      std::printf("%s: skipped (%s)\n", name.c_str(),
+                  why.empty() ? "no trackable packets" : why.c_str());
       continue;
     }
     kernel_lab.Flush();
@@ -135,7 +162,7 @@ TEST(KernelPcapFidelity, CapturesMatchTheKernel) {
       }
     }
     mismatches += here;
-    std::printf("%s: %zu packets, %d mismatches\n", name, pkts.size(), here);
+    std::printf("%s: %zu packets, %d mismatches\n", name.c_str(), pkts.size(), here);
   }
   kernel_lab.Down();
   std::printf("pcap fidelity: %d packets, %d mismatches\n", total, mismatches);

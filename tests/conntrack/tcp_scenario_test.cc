@@ -258,6 +258,35 @@ TEST_F(TcpScenario, SackEdgeCountsOnlyWhenPermitted) {
   EXPECT_EQ(r.state, State::kEstablished);
 }
 
+// tcp_options() resets a side's window scale only when it parses options: a SYN re-sent
+// with a higher sequence number and no options keeps the scale of the first SYN (checked
+// against the kernel in KernelFidelity, "tcp SYN re-sent without options ...").
+TEST_F(TcpScenario, OptionlessSynKeepsTheWindowScale) {
+  auto options = [](PacketFacts p, int ws) {
+    p.tcp_no_options = ws < 0;
+    if (ws >= 0) p.tcp_wscale = static_cast<uint8_t>(ws);
+    return p;
+  };
+  for (const bool resend_has_options : {false, true}) {
+    SCOPED_TRACE(resend_has_options ? "re-sent SYN with options, no scale" : "no options");
+    Table t(options_);
+    auto send = [&](const PacketFacts& p) {
+      TrackResult res = t.Track(p, timeouts_, clock_.Now());
+      t.Confirm(res, clock_.Now());
+      return res;
+    };
+    send(options(Tcp(kClient, 40000, kServer, 80, kSyn, 1000, 0), 7));
+    // With options but no window scale, tcp_options() does reset the scale.
+    send(options(Tcp(kClient, 40000, kServer, 80, kSyn, 2000, 0), resend_has_options ? 0xff : -1));
+    send(options(Tcp(kServer, 80, kClient, 40000, kSynAck, 5000, 2001), 7));
+    send(Tcp(kClient, 40000, kServer, 80, kAck, 2001, 5001));
+    // 1 MB ahead: inside the client's window only if it is scaled (64240 << 7).
+    const TrackResult r =
+        send(Tcp(kServer, 80, kClient, 40000, kPshAck, 5001 + 1'000'000, 2001, 65160, 100));
+    EXPECT_EQ(r.state, resend_has_options ? State::kInvalid : State::kEstablished);
+  }
+}
+
 TEST_F(TcpScenario, Ipv6Handshake) {
   auto c6 = V6(2), s6 = V6(3);
   auto six = [](PacketFacts p) {

@@ -158,6 +158,24 @@ TEST(PacketView, SackEdge) {
          return o;
        }(),
        true, 5200},
+      // tcp_sack() returns after the first well-formed SACK option.
+      {"a second SACK option is not read", 5000,
+       [&] {
+         std::vector<uint8_t> o = sack({{6000, 7000}});
+         auto s = sack({{8000, 9000}});
+         o.insert(o.end(), s.begin(), s.end());
+         return o;
+       }(),
+       true, 7000},
+      {"after a malformed one", 5000,
+       [&] {
+         std::vector<uint8_t> o = sack({{6000, 7000}}, 12);
+         o.resize(o.size() + 2, 1);  // 12 bytes claimed: two NOPs complete it
+         auto s = sack({{8000, 9000}});
+         o.insert(o.end(), s.begin(), s.end());
+         return o;
+       }(),
+       true, 9000},
   };
   for (const Row& row : rows) {
     SCOPED_TRACE(row.what);
@@ -168,6 +186,7 @@ TEST(PacketView, SackEdge) {
     ASSERT_EQ(v.malformed, Malformed::kNone);
     const ct::PacketFacts f = ToPacketFacts(v);
     EXPECT_EQ(f.tcp_sack_present, row.present);
+    EXPECT_EQ(f.tcp_no_options, row.options.empty());
     if (row.present) {
       EXPECT_EQ(f.tcp_sack_edge, row.edge);
     }
