@@ -111,6 +111,23 @@ void TrackBatch(Table& t, PacketFacts* const* pkts, size_t n, const TimeoutPolic
   }
 }
 
+// TrackBatch without Track: hashing and the prefetch stages only, i.e. what finding the
+// batch's entries costs. For the control rows: next to the hit rows it splits a hit's time
+// into locating the entry and tracking the packet.
+size_t LocateBatch(const Table& t, PacketFacts* const* pkts, size_t n) {
+  FlowProbe probe[kBatch];
+  for (size_t i = 0; i < n; ++i) probe[i] = t.Probe(*pkts[i]);
+  for (size_t i = 0; i < n && i < kIndexAhead; ++i) t.PrefetchIndex(probe[i]);
+  size_t found = 0;
+  for (size_t i = 0; i < n && i < kEntryAhead; ++i)
+    found += t.PrefetchEntry(probe[i]) != UINT32_MAX;
+  for (size_t i = kEntryAhead; i < n; ++i) {
+    if (i + kIndexAhead - kEntryAhead < n) t.PrefetchIndex(probe[i + kIndexAhead - kEntryAhead]);
+    found += t.PrefetchEntry(probe[i]) != UINT32_MAX;
+  }
+  return found;
+}
+
 // The packet stream of the hit benchmarks: connection ids in random order (4 bytes per
 // packet); PacketFacts are built per batch into a small buffer that stays in L1, as the
 // worker parses each received batch into PacketFacts on its stack. (A 1M-entry array of
@@ -126,7 +143,8 @@ std::vector<uint32_t> Shuffled(uint32_t n, uint32_t seed) {
 // Lookup-and-update of existing UDP connections in random order, both directions.
 // `batched`: in batches of kBatch through TrackBatch, as the worker does; else one Track
 // per packet (same packet construction, no prefetch).
-void UdpHit(benchmark::State& state, bool batched, bool v6 = false) {
+// `locate_only`: LocateBatch instead (the control row), checked to find every entry.
+void UdpHit(benchmark::State& state, bool batched, bool v6 = false, bool locate_only = false) {
   const uint32_t n = static_cast<uint32_t>(state.range(0));
   Table t(TableOptions{.capacity = n});
   TimeoutPolicy to;
@@ -140,10 +158,13 @@ void UdpHit(benchmark::State& state, bool batched, bool v6 = false) {
   for (size_t j = 0; j < kBatch; ++j) ptrs[j] = &buf[j];
   size_t k = 0;
   int64_t items = 0;
+  size_t located = 0;
   for (auto _ : state) {
     const size_t m = std::min<size_t>(kBatch, n - k);
     for (size_t j = 0; j < m; ++j) SetTuple(buf[j], order[k + j], order[k + j] & 1);
-    if (batched) {
+    if (locate_only) {
+      located += LocateBatch(t, ptrs, m);
+    } else if (batched) {
       TrackBatch(t, ptrs, m, to, now,
                  [](size_t, const TrackResult& r) { benchmark::DoNotOptimize(r); });
     } else {
@@ -159,6 +180,9 @@ void UdpHit(benchmark::State& state, bool batched, bool v6 = false) {
   state.SetItemsProcessed(items);
   SetBytes(state, t, n);
   if (t.stats().new_conns != created) state.SkipWithError("a lookup missed");
+  if (locate_only && located != static_cast<size_t>(items)) {
+    state.SkipWithError("an entry was not located");
+  }
 }
 void BM_UdpHit(benchmark::State& state) { UdpHit(state, false); }
 void BM_UdpHitBatch(benchmark::State& state) { UdpHit(state, true); }
@@ -167,6 +191,11 @@ BENCHMARK(BM_UdpHitBatch)->Apply(Sizes);
 // IPv6 (each entry has a 28-byte address record: one or two more lines per lookup).
 void BM_Udp6HitBatch(benchmark::State& state) { UdpHit(state, true, true); }
 BENCHMARK(BM_Udp6HitBatch)->Apply(Sizes);
+// Control: the UdpHitBatch packets, located (hash, tag lines, entry prefetched) but not
+// tracked. At 1M the gap between this row and UdpHitBatch is the tracking work plus the
+// wait for entries still in flight; the gap to the 1k row is memory.
+void BM_UdpLocateControl(benchmark::State& state) { UdpHit(state, true, false, true); }
+BENCHMARK(BM_UdpLocateControl)->Apply(Sizes);
 
 PacketFacts TcpSegment(uint32_t i, bool reply, uint8_t flags, uint32_t seq, uint32_t ack,
                        uint32_t len) {
@@ -188,7 +217,10 @@ void TcpHit(benchmark::State& state, bool batched) {
   Table t(TableOptions{.capacity = n});
   TimeoutPolicy to;
   Nanos now = 1'000 * kMs;
-  std::vector<uint32_t> seq(n, 1001);  // the client's next sequence number
+  // The clients' next sequence number: every data pass sends 100 bytes on every connection,
+  // so all connections share it (a per-connection array read at random would add a cache
+  // miss of the benchmark's own to every packet at 1M).
+  uint32_t next_seq = 1001;
   for (uint32_t i = 0; i < n; ++i) {
     t.Confirm(t.Track(TcpSegment(i, false, kTcpSyn, 1000, 0, 0), to, now), now);
     t.Track(TcpSegment(i, true, kTcpSyn | kTcpAck, 5000, 1001, 0), to, now);
@@ -208,10 +240,9 @@ void TcpHit(benchmark::State& state, bool batched) {
       PacketFacts& p = buf[j];
       SetTuple(p, i, !data);
       p.tcp_flags = data ? kTcpAck | kTcpPsh : kTcpAck;
-      p.tcp_seq = data ? seq[i] : 5001;
-      p.tcp_ack = data ? 5001 : seq[i];
+      p.tcp_seq = data ? next_seq : 5001;
+      p.tcp_ack = data ? 5001 : next_seq + 100;
       p.payload_len = data ? 100 : 0;
-      if (data) seq[i] += 100;
     }
     if (batched) {
       TrackBatch(t, ptrs, m, to, now,
@@ -223,6 +254,7 @@ void TcpHit(benchmark::State& state, bool batched) {
     k += m;
     if (k == n) {
       k = 0;
+      if (!data) next_seq += 100;  // a data pass and its ACKs done
       data = !data;
       now += kMs;
     }
