@@ -45,12 +45,18 @@ struct TcpConn {
 };
 static_assert(sizeof(TcpConn) == 44);
 
+// SCTP state beside Entry::pstate: the verification tag each direction must carry (kernel
+// ct->proto.sctp.vtag; its init/flags/last_dir bits live in Entry::tcp_last).
+struct SctpConn {
+  uint32_t vtag[2];
+};
+
 // The table's entry: 32 bytes, two per cache line, holding everything a lookup compares
-// and what UDP/ICMP/SCTP/GRE/generic connections need. What only some connections need
-// lives in records allocated on demand from two pools (see Table::Pool): the TCP window
-// state (TcpConn, 44-byte record) and 28 of the 32 bytes of IPv6 addresses (the other 4
-// are in `dst`). An IPv4 UDP connection thus costs one 32-byte entry + 1-byte tag; TCP adds
-// 44 bytes, IPv6 28.
+// and what UDP/ICMP/GRE/generic connections need. What only some connections need lives in
+// records allocated on demand from three pools (see Table::Pool): the TCP window state
+// (TcpConn, 44-byte record), SCTP's verification tags (SctpConn, 8 bytes) and 28 of the 32
+// bytes of IPv6 addresses (the other 4 are in `dst`). An IPv4 UDP connection thus costs one
+// 32-byte entry + 1-byte tag; TCP adds 44 bytes, SCTP 8, IPv6 28.
 struct Table::Entry {
   // ---- Key: the original direction's tuple. IPv4: addresses in network order. IPv6
   // (kEfIpv6): `src` is the index of the address record (original src, then the first 12
@@ -63,12 +69,13 @@ struct Table::Entry {
   uint8_t l4proto;
   uint8_t flags;          // EntryFlag
   uint8_t pstate;         // TcpState / SctpState
-  uint8_t tcp_last;       // last_index:3 | last_dir:1 | retrans:4 (saturating at 15)
+  uint8_t tcp_last;       // TCP: last_index:3 | last_dir:1 | retrans:4 (saturating at 15);
+                          // SCTP: init seen per direction, heartbeat tag failed, last_dir
   uint32_t generation;    // low 24 bits: generation (EntryRef); high 8 bits: TCP last_wscale
   uint32_t deadline_ms;   // absolute, ms since the table epoch, serial arithmetic
   uint32_t last_seen_ms;  // time of the last packet, same scale
-  // UDP/UDPLite: the 2-second stream rule's point in time (ms). TCP: index of the TcpConn
-  // record. Unused otherwise.
+  // UDP/UDPLite: the 2-second stream rule's point in time (ms). TCP / SCTP: index of the
+  // TcpConn / SctpConn record. Unused otherwise.
   uint32_t aux;
 };
 static_assert(sizeof(Table::Entry) == 32, "entry size is part of the memory budget");
@@ -95,7 +102,8 @@ enum class Verdict : uint8_t {
 
 struct TrackContext {
   const PacketFacts& p;
-  TcpConn* tcp;  // TCP: the connection's window-tracking record; null otherwise
+  TcpConn* tcp;    // TCP: the connection's window-tracking record; null otherwise
+  SctpConn* sctp;  // SCTP: the connection's verification tags; null otherwise
   const TimeoutPolicy& timeouts;
   const TableOptions& options;
   uint32_t now_ms;
@@ -119,5 +127,8 @@ inline constexpr uint8_t kTcpIv = 10;
 inline constexpr uint8_t kTcpIg = 11;
 uint8_t TcpTransition(int dir, TcpIndex index, TcpState state);
 TcpIndex TcpIndexOf(uint8_t tcp_flags);
+
+// SCTP (sctp.cc): kernel nf_conntrack_sctp_packet(), with sctp_new() when ctx.is_new.
+Verdict SctpPacket(Table::Entry& e, const TrackContext& ctx);
 
 }  // namespace nwfq::ct

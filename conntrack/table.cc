@@ -1,13 +1,13 @@
 // The table: slot storage, lookup, tentative entries, expiry and eviction, and the
-// per-packet dispatch to the protocol trackers (UDP, ICMP, SCTP, GRE and generic live
-// here; TCP in tcp.cc).
+// per-packet dispatch to the protocol trackers (UDP, ICMP, GRE and generic live here; TCP
+// in tcp.cc, SCTP in sctp.cc).
 //
 // Layout: `slots_` entries of 32 bytes plus a parallel array of 8-bit tags, grouped in
-// buckets of 8 slots; TCP window state and IPv6 addresses in records of two on-demand
-// pools (entry.h). A connection lives in one of two buckets chosen by its hash (both
-// directions hash alike); a lookup compares the tags of those buckets, first bucket first,
-// and touches only entries whose tag matches. No rehash, no pointers, no heap allocation
-// after start.
+// buckets of 8 slots; TCP window state, SCTP verification tags and IPv6 addresses in
+// records of three on-demand pools (entry.h). A connection lives in one of two buckets
+// chosen by its hash (both directions hash alike); a lookup compares the tags of those
+// buckets, first bucket first, and touches only entries whose tag matches. No rehash, no
+// pointers, no heap allocation after start.
 #include "conntrack/table.h"
 
 #include <sys/mman.h>
@@ -30,6 +30,7 @@ const size_t Table::kEntryBytes = sizeof(Table::Entry);
 const size_t Table::kSlotBytes = sizeof(Table::Entry) + sizeof(uint8_t);
 const size_t Table::kTcpRecordBytes = 44;
 const size_t Table::kV6RecordBytes = 28;
+const size_t Table::kSctpRecordBytes = sizeof(SctpConn);
 
 namespace {
 
@@ -43,7 +44,10 @@ constexpr size_t kTcpRecord = sizeof(TcpConn);
 // IPv6 connection fits in 64 bytes (entry 32 + tag 1 + record 28 + spare slots 2.1), and
 // Entry::dst lets a lookup reject a tag collision without reading the record.
 constexpr size_t kV6Record = 28;
+// An SCTP connection's two verification tags.
+constexpr size_t kSctpRecord = sizeof(SctpConn);
 static_assert(kTcpRecord == 44 && alignof(TcpConn) <= 4, "records are packed at 4-byte alignment");
+static_assert(kSctpRecord == 8 && alignof(SctpConn) <= 4, "records are packed at 4-byte alignment");
 
 size_t PageRound(size_t n) { return (n + 4095) & ~size_t{4095}; }
 
@@ -382,93 +386,6 @@ inline int MatchV4(const Table::Entry& e, const V4Key& k) {
   return -1;
 }
 
-TimeoutClass SctpTimeout(uint8_t state) {
-  switch (static_cast<SctpState>(state)) {
-    case SctpState::kClosed:
-      return TimeoutClass::kSctpClosed;
-    case SctpState::kCookieWait:
-      return TimeoutClass::kSctpCookieWait;
-    case SctpState::kCookieEchoed:
-      return TimeoutClass::kSctpCookieEchoed;
-    case SctpState::kEstablished:
-      return TimeoutClass::kSctpEstablished;
-    case SctpState::kShutdownSent:
-      return TimeoutClass::kSctpShutdownSent;
-    case SctpState::kShutdownRecd:
-      return TimeoutClass::kSctpShutdownRecd;
-    case SctpState::kShutdownAckSent:
-      return TimeoutClass::kSctpShutdownAckSent;
-    case SctpState::kHeartbeatSent:
-      return TimeoutClass::kSctpHeartbeatSent;
-    case SctpState::kNone:
-      break;
-  }
-  return TimeoutClass::kSctpClosed;
-}
-
-// Kernel sctp_conntracks[dir][chunk class][state]; 9 = invalid (sIV).
-constexpr uint8_t kSctpIv = 9;
-constexpr uint8_t kSctpTransitions[2][11][9] = {
-    {
-        // ORIGINAL      sNO sCL sCW sCE sES sSS sSR sSA sHS
-        /* init       */ {1, 1, 2, 3, 4, 1, 1, 7, 2},
-        /* init_ack   */ {1, 1, 2, 3, 4, 5, 6, 7, 1},
-        /* abort      */ {1, 1, 1, 1, 1, 1, 1, 1, 1},
-        /* shutdown   */ {1, 1, 2, 3, 5, 5, 6, 7, 1},
-        /* shutdn_ack */ {7, 1, 2, 3, 4, 7, 7, 7, 7},
-        /* error      */ {1, 1, 2, 3, 4, 5, 6, 7, 1},
-        /* cookie_echo*/ {1, 1, 3, 3, 4, 5, 6, 7, 1},
-        /* cookie_ack */ {1, 1, 2, 4, 4, 5, 6, 7, 1},
-        /* shutdn_comp*/ {1, 1, 2, 3, 4, 5, 6, 1, 1},
-        /* heartbeat  */ {8, 1, 2, 3, 4, 5, 6, 7, 8},
-        /* hb_ack     */ {1, 1, 2, 3, 4, 5, 6, 7, 8},
-    },
-    {
-        // REPLY         sNO sCL sCW sCE sES sSS sSR sSA sHS
-        /* init       */ {9, 1, 2, 3, 4, 5, 6, 7, 9},
-        /* init_ack   */ {9, 2, 2, 3, 4, 5, 6, 7, 9},
-        /* abort      */ {9, 1, 1, 1, 1, 1, 1, 1, 9},
-        /* shutdown   */ {9, 1, 2, 3, 6, 5, 6, 7, 9},
-        /* shutdn_ack */ {9, 1, 2, 3, 4, 7, 7, 7, 9},
-        /* error      */ {9, 1, 2, 1, 4, 5, 6, 7, 9},
-        /* cookie_echo*/ {9, 1, 3, 3, 4, 5, 6, 7, 9},
-        /* cookie_ack */ {9, 1, 2, 4, 4, 5, 6, 7, 9},
-        /* shutdn_comp*/ {9, 1, 2, 3, 4, 5, 6, 1, 9},
-        /* heartbeat  */ {9, 1, 2, 3, 4, 5, 6, 7, 8},
-        /* hb_ack     */ {9, 1, 2, 3, 4, 5, 6, 7, 4},
-    },
-};
-
-// SCTP chunk type -> row of the table; -1 = does not change the state (DATA, SACK, ...).
-int SctpChunkRow(uint8_t chunk) {
-  switch (chunk) {
-    case 1:
-      return 0;  // INIT
-    case 2:
-      return 1;  // INIT_ACK
-    case 6:
-      return 2;  // ABORT
-    case 7:
-      return 3;  // SHUTDOWN
-    case 8:
-      return 4;  // SHUTDOWN_ACK
-    case 9:
-      return 5;  // ERROR
-    case 10:
-      return 6;  // COOKIE_ECHO
-    case 11:
-      return 7;  // COOKIE_ACK
-    case 14:
-      return 8;  // SHUTDOWN_COMPLETE
-    case 4:
-      return 9;  // HEARTBEAT
-    case 5:
-      return 10;  // HEARTBEAT_ACK
-    default:
-      return -1;
-  }
-}
-
 // A UDP/UDPLite packet's refresh: the unreplied timeout until a reply was seen; replied and
 // still active more than 2 s after the first packet (Entry::aux): a stream, with the
 // stream timeout, and ASSURED.
@@ -483,28 +400,6 @@ inline void UdpRefresh(Table::Entry& e, uint32_t now_ms, const TimeoutPolicy& ti
 Verdict UdpPacket(Table::Entry& e, const TrackContext& ctx) {
   if (ctx.is_new) e.aux = ctx.now_ms + 2000;  // the 2-second stream rule
   UdpRefresh(e, ctx.now_ms, ctx.timeouts);
-  return Verdict::kAccept;
-}
-
-Verdict SctpPacket(Table::Entry& e, const TrackContext& ctx) {
-  const uint8_t chunk = ctx.p.sctp_chunk;
-  if (ctx.is_new) {
-    // Out-of-the-blue packets with these chunks are discarded (RFC 4960 8.4).
-    if (chunk == 6 || chunk == 14 || chunk == 11) return Verdict::kInvalid;
-    int row = SctpChunkRow(chunk);
-    if (row < 0) return Verdict::kInvalid;  // e.g. DATA: cannot start an association
-    e.pstate = static_cast<uint8_t>(SctpState::kNone);
-  }
-  const uint8_t old_state = e.pstate;
-  int row = SctpChunkRow(chunk);
-  uint8_t new_state = row < 0 ? old_state : kSctpTransitions[ctx.dir][row][old_state];
-  if (new_state == kSctpIv) return Verdict::kInvalid;
-  e.pstate = new_state;
-  if (old_state == static_cast<uint8_t>(SctpState::kCookieEchoed) && ctx.dir == 1 &&
-      new_state == static_cast<uint8_t>(SctpState::kEstablished)) {
-    e.flags |= kEfAssured;
-  }
-  e.deadline_ms = ctx.now_ms + TimeoutMs(ctx.timeouts, SctpTimeout(new_state));
   return Verdict::kAccept;
 }
 
@@ -583,6 +478,10 @@ class TableInternals {
     if (e.l4proto != kProtoTcp) return nullptr;
     return reinterpret_cast<TcpConn*>(t.tcp_pool_.base + size_t{e.aux} * kTcpRecord);
   }
+  static SctpConn* Sctp(const Table& t, const Table::Entry& e) {
+    if (e.l4proto != kProtoSctp) return nullptr;
+    return reinterpret_cast<SctpConn*>(t.sctp_pool_.base + size_t{e.aux} * kSctpRecord);
+  }
 
   // Frees a slot and the pool records of its entry.
   static void FreeSlot(Table& t, uint32_t slot) {
@@ -590,6 +489,7 @@ class TableInternals {
     if (e.flags & kEfUsed) {
       if (e.flags & kEfIpv6) PoolFree(t.v6_pool_, e.src);
       if (e.l4proto == kProtoTcp) PoolFree(t.tcp_pool_, e.aux);
+      if (e.l4proto == kProtoSctp) PoolFree(t.sctp_pool_, e.aux);
     }
     t.tags_[slot] = 0;
     e.flags = 0;
@@ -1020,7 +920,7 @@ inline bool TableInternals::Update(Table& t, uint32_t slot, int dir, const Packe
   // one by one into `r` and read back as one word by the caller stalled store forwarding.
   const Dir rdir = dir == 0 ? Dir::kOriginal : Dir::kReply;
   const State state = (dir == 1 || (e.flags & kEfSeenReply)) ? State::kEstablished : State::kNew;
-  TrackContext ctx{p, Tcp(t, e), timeouts, t.options_, now_ms, dir, false};
+  TrackContext ctx{p, Tcp(t, e), Sctp(t, e), timeouts, t.options_, now_ms, dir, false};
   const Verdict v = RunTracker(e, ctx);
   switch (v) {
     case Verdict::kAccept:
@@ -1028,7 +928,7 @@ inline bool TableInternals::Update(Table& t, uint32_t slot, int dir, const Packe
       [[fallthrough]];
     case Verdict::kIgnore:
       if (dir == 1) e.flags |= kEfSeenReply;
-      if (v == Verdict::kIgnore) ++t.stats_.tcp_ignored;
+      if (v == Verdict::kIgnore && e.l4proto == kProtoTcp) ++t.stats_.tcp_ignored;
       r = Result({slot, e.generation & 0xffffff}, state, rdir, false, (e.flags & kEfAssured) != 0);
       return true;
     case Verdict::kInvalid:
@@ -1068,14 +968,16 @@ TrackResult TableInternals::Insert(Table& t, const PacketFacts& p, const Key& k,
     e.src = Load32(k.src.data());
     e.dst = Load32(k.dst.data());
   }
-  e.aux = k.proto == kProtoTcp ? PoolAlloc(t.tcp_pool_) : 0;
+  e.aux = k.proto == kProtoTcp    ? PoolAlloc(t.tcp_pool_)
+          : k.proto == kProtoSctp ? PoolAlloc(t.sctp_pool_)
+                                  : 0;
   e.pstate = 0;
   e.tcp_last = 0;
   e.generation = t.next_generation_++ & 0xffffff;
   if (t.next_generation_ > 0xffffff) t.next_generation_ = 1;
   e.deadline_ms = now_ms;
   e.last_seen_ms = now_ms;
-  TrackContext ctx{p, Tcp(t, e), timeouts, t.options_, now_ms, 0, true};
+  TrackContext ctx{p, Tcp(t, e), Sctp(t, e), timeouts, t.options_, now_ms, 0, true};
   if (k.proto == kProtoTcp && !TcpNew(e, ctx)) {
     FreeSlot(t, slot);
     return Invalid(t.stats_);
@@ -1108,8 +1010,10 @@ Table::Table(const TableOptions& options) : options_(options) {
   tags_ = reinterpret_cast<uint8_t*>(static_cast<char*>(mapping_) + entry_bytes);
   // The pools: one record per slot at most (slots_ > capacity_: also the tentative entry).
   // MAP_NORESERVE: address space only; a TCP-free table never touches its TCP pool.
-  for (Pool* p : {&tcp_pool_, &v6_pool_}) {
-    p->record_bytes = static_cast<uint32_t>(p == &tcp_pool_ ? kTcpRecord : kV6Record);
+  for (Pool* p : {&tcp_pool_, &v6_pool_, &sctp_pool_}) {
+    p->record_bytes = static_cast<uint32_t>(p == &tcp_pool_  ? kTcpRecord
+                                            : p == &v6_pool_ ? kV6Record
+                                                             : kSctpRecord);
     p->map_bytes = PageRound(size_t{p->record_bytes} * slots_);
     p->base = static_cast<char*>(MapOrDie(p->map_bytes, MAP_NORESERVE));
   }
@@ -1117,18 +1021,19 @@ Table::Table(const TableOptions& options) : options_(options) {
 
 Table::~Table() {
   if (mapping_ != nullptr) munmap(mapping_, mapping_bytes_);
-  for (Pool* p : {&tcp_pool_, &v6_pool_}) {
+  for (Pool* p : {&tcp_pool_, &v6_pool_, &sctp_pool_}) {
     if (p->base != nullptr) munmap(p->base, p->map_bytes);
   }
 }
 
 size_t Table::ResidentBytes() const {
   return mapping_bytes_ + PageRound(size_t{tcp_pool_.high_water} * tcp_pool_.record_bytes) +
-         PageRound(size_t{v6_pool_.high_water} * v6_pool_.record_bytes);
+         PageRound(size_t{v6_pool_.high_water} * v6_pool_.record_bytes) +
+         PageRound(size_t{sctp_pool_.high_water} * sctp_pool_.record_bytes);
 }
 
 size_t Table::ReservedBytes() const {
-  return mapping_bytes_ + tcp_pool_.map_bytes + v6_pool_.map_bytes;
+  return mapping_bytes_ + tcp_pool_.map_bytes + v6_pool_.map_bytes + sctp_pool_.map_bytes;
 }
 
 TrackResult Table::Track(const PacketFacts& p, const TimeoutPolicy& timeouts, Nanos now) {
@@ -1175,7 +1080,7 @@ void Table::Flush() {
   std::memset(tags_, 0, sizeof(uint8_t) * slots_);
   for (uint32_t s = 0; s < slots_; ++s) entries_[s].flags = 0;
   // Give the pools' pages back: they are zero-filled again when next touched.
-  for (Pool* p : {&tcp_pool_, &v6_pool_}) {
+  for (Pool* p : {&tcp_pool_, &v6_pool_, &sctp_pool_}) {
     madvise(p->base, p->map_bytes, MADV_DONTNEED);
     p->high_water = 0;
     p->free_head = UINT32_MAX;
@@ -1224,14 +1129,14 @@ FlowProbe Table::Probe(const PacketFacts& p) const {
     TableInternals::Locate(*this, HashWords(vk.a, vk.b, f.l4proto, false), r);
     r.lookup = true;
     r.v4_port = true;
-    r.record = f.l4proto == kProtoTcp;
+    r.record = f.l4proto == kProtoTcp || f.l4proto == kProtoSctp;
     return r;
   }
   Key k;
   if (MakeKey(f, k) != KeyResult::kOk) return r;
   TableInternals::Locate(*this, HashKey(k), r);
   r.lookup = true;
-  r.record = k.v6 || k.proto == kProtoTcp;
+  r.record = k.v6 || k.proto == kProtoTcp || k.proto == kProtoSctp;
   return r;
 }
 
@@ -1263,6 +1168,7 @@ void Table::PrefetchRecordOf(const FlowProbe& probe) const {
     const uint32_t base = bucket * kBucketSlots;
     for (uint32_t m = MatchTags(&tags_[base], tag); m != 0; m &= m - 1) {
       const Entry& e = entries_[base + __builtin_ctz(m)];
+      if (const SctpConn* sctp = TableInternals::Sctp(*this, e)) __builtin_prefetch(sctp, 1);
       if (const TcpConn* tcp = TableInternals::Tcp(*this, e)) {  // may span two lines too
         __builtin_prefetch(tcp, 1);
         __builtin_prefetch(reinterpret_cast<const char*>(tcp) + kTcpRecord - 1, 1);

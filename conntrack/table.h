@@ -119,7 +119,7 @@ struct FlowProbe {
   uint32_t bucket[2] = {0, 0};  // the two buckets the flow may live in
   uint8_t tag = 0;              // its 8-bit tag in them
   bool lookup = false;          // false: nothing to prefetch (no key, fragment, ICMP error)
-  bool record = false;          // TCP or IPv6: the entry has a pool record (PrefetchRecord)
+  bool record = false;          // TCP, SCTP or IPv6: the entry has a pool record (PrefetchRecord)
   bool v4_port = false;         // IPv4 TCP/UDP/UDPLite/SCTP: Track's short hit path applies
 };
 
@@ -128,12 +128,13 @@ class Table {
   // Slots per bucket: a connection lives in one of the 8 slots of one of its two buckets.
   static constexpr uint32_t kBucketSlots = 8;
   // Bytes of one slot (32-byte entry + 1-byte index tag); the slot array is
-  // slot_count() * kSlotBytes. TCP and IPv6 connections add a pool record each
-  // (kTcpRecordBytes, kV6RecordBytes).
+  // slot_count() * kSlotBytes. TCP, SCTP and IPv6 connections add a pool record each
+  // (kTcpRecordBytes, kSctpRecordBytes, kV6RecordBytes).
   static const size_t kEntryBytes;
   static const size_t kSlotBytes;
   static const size_t kTcpRecordBytes;
   static const size_t kV6RecordBytes;
+  static const size_t kSctpRecordBytes;
 
   explicit Table(const TableOptions& options);
   ~Table();
@@ -241,6 +242,7 @@ class Table {
   uint8_t* tags_ = nullptr;  // 0 = free slot; else an 8-bit hash tag (1..255)
   Pool tcp_pool_;            // TcpConn records (Entry::aux)
   Pool v6_pool_;             // IPv6 address records: original src, dst (Entry::src, ::dst)
+  Pool sctp_pool_;           // SctpConn records: the verification tags (Entry::aux)
   uint32_t size_ = 0;
   uint32_t sweep_cursor_ = 0;
   uint32_t next_generation_ = 1;

@@ -51,6 +51,23 @@ struct FlowFacts {
   uint16_t gre_key = 0;  // gre: key or call id when present
 };
 
+// What the kernel's walk over an SCTP packet's chunks (for_each_sctp_chunk in
+// nf_conntrack_proto_sctp.c) finds, in the form its tracker needs: filled by
+// WalkSctpChunks (conntrack/sctp.h) from the packet's bytes.
+struct SctpChunks {
+  static constexpr int kKept = 8;
+  static constexpr uint8_t kFlagT = 0x80;  // in `kept`: the chunk's T flag (bit 0 of its flags)
+  bool ok = false;         // do_basic_checks passed (chunks present, none empty, bundling)
+  bool stateless = false;  // a chunk of a type that changes no state (DATA, SACK, ...)
+  bool overflow = false;   // more than kKept state-changing chunks: the rest are not applied
+  bool truncated = false;  // the walk stopped at the end of a truncated copy of the packet
+  uint8_t count = 0;       // state-changing chunks in `kept`, in packet order
+  uint16_t map = 0;        // bit t: a chunk of type t (< 16) is present
+  std::array<uint8_t, kKept> kept{};  // type | kFlagT; every state-changing type is < 16
+  bool init_header = false;           // the INIT / INIT_ACK's 16-byte header is present
+  uint32_t init_tag = 0;              // and its initiate tag
+};
+
 struct PacketFacts {
   FlowFacts flow;
   // TCP.
@@ -69,9 +86,9 @@ struct PacketFacts {
   bool tcp_sack_present = false;
   uint32_t tcp_sack_edge = 0;
   uint32_t payload_len = 0;  // L4 payload bytes (TCP: data after the header)
-  // SCTP: first chunk type and verification tag.
-  uint8_t sctp_chunk = 0;
+  // SCTP: the common header's verification tag and the packet's chunks.
   uint32_t sctp_vtag = 0;
+  SctpChunks sctp;
   // ICMP/ICMPv6 error messages quote an earlier packet; `inner` is that packet's flow
   // as written in the quote (from the original sender's point of view).
   bool icmp_error = false;

@@ -1,7 +1,10 @@
 #include "engine/packet_view.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
+
+#include "conntrack/sctp.h"
 
 namespace nwfq::engine {
 namespace {
@@ -285,7 +288,7 @@ void ParseTransport(const uint8_t* p, size_t n, size_t cap, PacketView& v,
       v.sport = Be16(p);
       v.dport = Be16(p + 2);
       v.sctp_vtag = Be32(p + 4);
-      if (cap >= 13) v.sctp_chunk = p[12];
+      v.sctp = ct::WalkSctpChunks(p + 12, std::min(cap, n) - 12, n - 12);
       v.payload_len = static_cast<uint32_t>(n - 12);
       if (verify) {
         v.checksum_checked = true;
@@ -683,7 +686,7 @@ ct::PacketFacts ToPacketFacts(const PacketView& v) {
     f.tcp_sack_present = v.tcp_sack_present;
     f.tcp_sack_edge = v.tcp_sack_edge;
   } else if (v.l4proto == kProtoSctp) {
-    f.sctp_chunk = v.sctp_chunk;
+    f.sctp = v.sctp;
     f.sctp_vtag = v.sctp_vtag;
   }
   f.payload_len = v.payload_len;

@@ -131,8 +131,8 @@ struct PacketView {
   uint8_t icmp_type = 0, icmp_code = 0;
   uint16_t icmp_id = 0;
   uint32_t spi = 0;
-  uint8_t sctp_chunk = 0;
   uint32_t sctp_vtag = 0;
+  ct::SctpChunks sctp;  // the chunks as the kernel's SCTP tracker walks them
   uint32_t payload_len = 0;
   bool bad_checksum = false;
   bool checksum_checked = false;

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "conntrack/sctp.h"
 #include "conntrack/table.h"
 #include "conntrack/timeouts.h"
 #include "conntrack/types.h"
@@ -136,7 +137,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     p.tcp_sack_edge = p.tcp_ack + (in.U8() & 0x7f);
     p.payload_len = in.U8() & 0x7f;
     if (o & 0x80) seq_base[dir] += p.payload_len;
-    p.sctp_chunk = in.U8() & 0xf;
+    {  // SCTP: up to 24 bytes of chunks, walked as the parser does; a small tag
+      uint8_t chunks[24];
+      const size_t n = in.U8() % (sizeof chunks + 1);
+      for (size_t i = 0; i < n; ++i) chunks[i] = in.U8();
+      p.sctp = nwfq::ct::WalkSctpChunks(chunks, n, n);
+      p.sctp_vtag = in.U8() & 3;
+    }
     p.fragment = (f & 0x80) && (o & 0x8) && (o & 0x4);
     p.bad_checksum = (o & 0x7) == 7;
     if ((p.flow.l4proto == 1 && p.flow.icmp_type != 0 && p.flow.icmp_type != 8) ||

@@ -33,7 +33,8 @@ using namespace lab;      // NOLINT: the lab and its helpers
 struct Step {
   const char* what;
   PacketFacts p;
-  double sleep_before = 0;  // seconds
+  double sleep_before = 0;       // seconds
+  std::vector<uint8_t> l4 = {};  // SCTP: the transport bytes sent (p has what was parsed)
 };
 
 struct Scenario {
@@ -61,12 +62,30 @@ PacketFacts Opts(PacketFacts p, int ws) {
   return p;
 }
 
+// An SCTP packet between the client's port `cport` and the server's 38412: `vtag` in the
+// common header, then `chunks`; our side gets the walk the parser makes of the same bytes.
+Step Sctp(const char* what, bool from_client, uint32_t vtag, std::vector<uint8_t> chunks,
+          uint16_t cport, bool v6 = false) {
+  const auto& c = v6 ? kC6 : kC;
+  const auto& s = v6 ? kS6 : kS;
+  PacketFacts p = from_client ? testing::Sctp(c, cport, s, 38412, vtag, chunks)
+                              : testing::Sctp(s, 38412, c, cport, vtag, chunks);
+  p.flow.family = v6 ? 6 : 4;
+  return {what, p, 0, SctpL4(p.flow, vtag, chunks)};
+}
+
 PacketFacts six(PacketFacts p) {
   p.flow.family = 6;
   return p;
 }
 
 std::vector<Scenario> Scenarios() {
+  using nwfq::testing::SctpChunk;
+  using nwfq::testing::SctpInitChunk;
+  const uint32_t ct = 0x11111111, st = 0x22222222;  // the client's / server's initiate tags
+  const std::vector<uint8_t> data = SctpChunk(kSctpData, 3, std::vector<uint8_t>(16, 0));
+  const std::vector<uint8_t> hb = SctpChunk(kSctpHeartbeat, 0, {0, 1, 0, 8, 1, 2, 3, 4});
+  const std::vector<uint8_t> hb_ack = SctpChunk(kSctpHeartbeatAck, 0, {0, 1, 0, 8, 1, 2, 3, 4});
   PacketFacts udp_q = Udp(kC, 5353, kS, 53);
   PacketFacts udp_a = Udp(kS, 53, kC, 5353);
   PacketFacts udp_x = Udp(kC, 5354, kS, 9);
@@ -133,6 +152,56 @@ std::vector<Scenario> Scenarios() {
         {"SYN/ACK wscale 7", Opts(T(false, kSynAck, 5000, 2001, 0, 40009), 7)},
         {"ACK", T(true, kAck, 2001, 5001, 0, 40009)},
         {"server data 1 MB ahead", T(false, kPshAck, 5001 + 1'000'000, 2001, 100, 40009)}}},
+      {"sctp handshake, tags, bundling, shutdown",
+       {Sctp("DATA first", true, 0, data, 5001),
+        Sctp("INIT with a tag", true, 7, SctpInitChunk(kSctpInit, ct), 5001),
+        Sctp("INIT", true, 0, SctpInitChunk(kSctpInit, ct), 5001),
+        Sctp("INIT_ACK, wrong tag", false, st, SctpInitChunk(kSctpInitAck, st), 5001),
+        Sctp("INIT_ACK", false, ct, SctpInitChunk(kSctpInitAck, st), 5001),
+        Sctp("COOKIE_ECHO, wrong tag", true, ct, SctpChunk(kSctpCookieEcho, 0, {1, 2, 3, 4}), 5001),
+        Sctp("COOKIE_ECHO", true, st, SctpChunk(kSctpCookieEcho, 0, {1, 2, 3, 4}), 5001),
+        Sctp("COOKIE_ACK + DATA", false, ct, Chunks({SctpChunk(kSctpCookieAck), data}), 5001),
+        Sctp("DATA", true, st, data, 5001), Sctp("DATA, the peer's tag", true, ct, data, 5001),
+        Sctp("DATA + COOKIE_ECHO", true, st, Chunks({data, SctpChunk(kSctpCookieEcho)}), 5001),
+        Sctp("SACK + DATA", false, ct,
+             Chunks({SctpChunk(kSctpSack, 0, std::vector<uint8_t>(12)), data}), 5001),
+        Sctp("SHUTDOWN", true, st, SctpChunk(kSctpShutdown, 0, {0, 0, 0, 1}), 5001),
+        Sctp("SHUTDOWN_ACK", false, ct, SctpChunk(kSctpShutdownAck), 5001),
+        Sctp("SHUTDOWN_COMPLETE, peer's tag", true, ct, SctpChunk(kSctpShutdownComplete), 5001),
+        Sctp("SHUTDOWN_COMPLETE T", true, ct, SctpChunk(kSctpShutdownComplete, 1), 5001)}},
+      {"sctp out of the blue, abort, INIT again",
+       {Sctp("ABORT alone", true, 0, SctpChunk(kSctpAbort), 5002),
+        Sctp("COOKIE_ACK alone", true, 0, SctpChunk(kSctpCookieAck), 5002),
+        Sctp("SHUTDOWN alone", true, 5, SctpChunk(kSctpShutdown, 0, {0, 0, 0, 1}), 5003),
+        Sctp("INIT", true, 0, SctpInitChunk(kSctpInit, ct), 5002),
+        Sctp("INIT retransmitted", true, 0, SctpInitChunk(kSctpInit, ct), 5002),
+        Sctp("INIT_ACK", false, ct, SctpInitChunk(kSctpInitAck, st), 5002),
+        Sctp("COOKIE_ECHO", true, st, SctpChunk(kSctpCookieEcho, 0, {1, 2, 3, 4}), 5002),
+        Sctp("COOKIE_ACK", false, ct, SctpChunk(kSctpCookieAck), 5002),
+        Sctp("ABORT, own tag of the wrong side", false, st, SctpChunk(kSctpAbort), 5002),
+        Sctp("ABORT with T", false, st, SctpChunk(kSctpAbort, 1), 5002),
+        Sctp("INIT after ABORT", true, 0, SctpInitChunk(kSctpInit, 0x3333), 5002)}},
+      {"sctp heartbeats: new path, unknown tag, INIT collision",
+       {Sctp("HEARTBEAT new", true, st, hb, 5004), Sctp("HEARTBEAT_ACK", false, ct, hb_ack, 5004),
+        Sctp("DATA", true, st, data, 5004), Sctp("HEARTBEAT unknown tag", true, 0x7777, hb, 5004),
+        Sctp("two HEARTBEATs unknown tag", true, 0x7777, Chunks({hb, hb}), 5004),
+        Sctp("HEARTBEAT_ACK new tag", false, 0x8888, hb_ack, 5004),
+        Sctp("DATA with the new tag", false, 0x8888, data, 5004),
+        Sctp("DATA with the old tag", false, ct, data, 5004),
+        Sctp("HEARTBEAT learns a tag", true, 0x9999, hb, 5004),
+        Sctp("DATA learnt tag", true, 0x9999, data, 5004),
+        Sctp("INIT a", true, 0, SctpInitChunk(kSctpInit, ct), 5005),
+        Sctp("INIT b", false, 0, SctpInitChunk(kSctpInit, st), 5005),
+        Sctp("INIT_ACK a, wrong tag", true, st, SctpInitChunk(kSctpInitAck, 0x3333), 5005),
+        Sctp("INIT_ACK a", true, st, SctpInitChunk(kSctpInitAck, ct), 5005),
+        Sctp("INIT_ACK b", false, ct, SctpInitChunk(kSctpInitAck, st), 5005)}},
+      {"sctp over ipv6",
+       {Sctp("INIT", true, 0, SctpInitChunk(kSctpInit, ct), 5006, true),
+        Sctp("INIT_ACK", false, ct, SctpInitChunk(kSctpInitAck, st), 5006, true),
+        Sctp("COOKIE_ECHO + DATA", true, st,
+             Chunks({SctpChunk(kSctpCookieEcho, 0, {1, 2, 3, 4}), data}), 5006, true),
+        Sctp("COOKIE_ACK", false, ct, SctpChunk(kSctpCookieAck), 5006, true),
+        Sctp("ERROR", false, ct, SctpChunk(kSctpError, 0, {0, 1, 0, 4}), 5006, true)}},
       {"udp unreplied, replied, stream",
        {{"query", udp_q},
         {"answer", udp_a},
@@ -181,7 +250,7 @@ TEST(KernelFidelity, ScriptedSequencesMatchTheKernel) {
       if (step.sleep_before > 0) {
         std::this_thread::sleep_for(std::chrono::duration<double>(step.sleep_before));
       }
-      auto [kernel, mine] = Observe(kernel_lab, ours, timeouts, clock.Now(), step.p);
+      auto [kernel, mine] = Observe(kernel_lab, ours, timeouts, clock.Now(), step.p, step.l4);
       ++steps;
       if (!(kernel == mine)) ++mismatches;
       EXPECT_EQ(mine, kernel) << sc.name << ": " << step.what;

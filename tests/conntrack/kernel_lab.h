@@ -173,9 +173,23 @@ inline std::vector<uint8_t> Ipv6(const FlowFacts& f, std::vector<uint8_t> l4) {
   }
   pseudo += f.l4proto + static_cast<uint32_t>(l4.size());
   size_t at = f.l4proto == 6 ? 16 : f.l4proto == 17 ? 6 : 2;
-  Put16(l4, at, Checksum(l4.data(), l4.size(), pseudo));
+  if (f.l4proto != 132) Put16(l4, at, Checksum(l4.data(), l4.size(), pseudo));  // SCTP: CRC32c
   ip.insert(ip.end(), l4.begin(), l4.end());
   return ip;
+}
+
+// An SCTP packet's transport bytes: the common header (ports, verification tag) and
+// `chunks`, with its CRC32c.
+inline std::vector<uint8_t> SctpL4(const FlowFacts& f, uint32_t vtag,
+                                   const std::vector<uint8_t>& chunks) {
+  std::vector<uint8_t> l4(12 + chunks.size(), 0);
+  Put16(l4, 0, f.sport);
+  Put16(l4, 2, f.dport);
+  Put32(l4, 4, vtag);
+  std::copy(chunks.begin(), chunks.end(), l4.begin() + 12);
+  const uint32_t crc = nwfq::testing::Crc32c(l4);
+  for (int i = 0; i < 4; ++i) l4[8 + i] = static_cast<uint8_t>(crc >> (8 * i));
+  return l4;
 }
 
 inline std::vector<uint8_t> IpPacket(const PacketFacts& p) {
@@ -320,14 +334,17 @@ class KernelLab {
 
   void Flush() { Ok("ip netns exec nwfq-ct-k conntrack -F"); }
 
-  bool Send(const PacketFacts& p) {
+  // `l4`: the transport bytes to send instead of the ones rebuilt from `p` (SCTP chunks).
+  bool Send(const PacketFacts& p, const std::vector<uint8_t>& l4 = {}) {
     std::vector<uint8_t> frame(14, 0);
     std::memcpy(frame.data(), dst_mac_.data(), 6);
     const uint8_t src_mac[6] = {0x02, 0, 0, 0, 0x06, 0x02};
     std::memcpy(frame.data() + 6, src_mac, 6);
     frame[12] = p.flow.family == 6 ? 0x86 : 0x08;
     frame[13] = p.flow.family == 6 ? 0xdd : 0x00;
-    std::vector<uint8_t> ip = IpPacket(p);
+    std::vector<uint8_t> ip = l4.empty()           ? IpPacket(p)
+                              : p.flow.family == 6 ? Ipv6(p.flow, l4)
+                                                   : Ipv4(p.flow, l4);
     frame.insert(frame.end(), ip.begin(), ip.end());
     sockaddr_ll to{};
     to.sll_family = AF_PACKET;
@@ -393,7 +410,8 @@ inline std::string KernelConn(const std::string& table, const PacketFacts& p) {
     bool proto_ok = (f.l4proto == 6 && line.find(" tcp ") != std::string::npos) ||
                     (f.l4proto == 17 && line.find(" udp ") != std::string::npos) ||
                     (f.l4proto == 1 && line.find(" icmp ") != std::string::npos) ||
-                    (f.l4proto == 58 && line.find(" icmpv6 ") != std::string::npos);
+                    (f.l4proto == 58 && line.find(" icmpv6 ") != std::string::npos) ||
+                    (f.l4proto == 132 && line.find(" sctp ") != std::string::npos);
     if ((f.family == 6) != (line.rfind("ipv6", 0) == 0)) continue;
     if (!proto_ok) continue;
     if (f.l4proto != 1 && f.l4proto != 58) {
@@ -407,6 +425,16 @@ inline std::string KernelConn(const std::string& table, const PacketFacts& p) {
     if (f.l4proto == 6) {
       for (const char* s : {"SYN_SENT2", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT",
                             "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE"}) {
+        if (line.find(std::string(" ") + s + " ") != std::string::npos) {
+          out = s;
+          break;
+        }
+      }
+    }
+    if (f.l4proto == 132) {
+      for (const char* s :
+           {"CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT",
+            "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT"}) {
         if (line.find(std::string(" ") + s + " ") != std::string::npos) {
           out = s;
           break;
@@ -447,11 +475,11 @@ inline std::string StateName(State s) {
 
 // Sends `p` through the kernel lab and through `ours`; what each made of it.
 inline std::pair<Seen, Seen> Observe(KernelLab& kernel_lab, Table& ours,
-                                     const TimeoutPolicy& timeouts, Nanos now,
-                                     const PacketFacts& p) {
+                                     const TimeoutPolicy& timeouts, Nanos now, const PacketFacts& p,
+                                     const std::vector<uint8_t>& l4 = {}) {
   auto before = kernel_lab.Counters();
   Seen kernel;
-  if (!kernel_lab.Send(p)) {
+  if (!kernel_lab.Send(p, l4)) {
     kernel.ctstate = "send failed";
     return {kernel, kernel};
   }

@@ -1,8 +1,9 @@
-// Kernel fidelity over real captures: packets of ../shared/pcaps/ (TCP, UDP, ICMP and
-// ICMPv6 ones) are parsed with the engine's parser, their addresses mapped into the lab's
+// Kernel fidelity over real captures: packets of ../shared/pcaps/ (TCP, UDP, ICMP, ICMPv6
+// and SCTP ones) are parsed with the engine's parser, their addresses mapped into the lab's
 // 198.18.7.0/24 and 2001:db8:7::/64, rebuilt with correct checksums (captures taken with
-// checksum offload would otherwise be INVALID for both) and played, as fast as the
-// per-packet comparison allows, through the kernel's conntrack and through ours.
+// checksum offload would otherwise be INVALID for both; SCTP keeps its captured chunks) and
+// played, as fast as the per-packet comparison allows, through the kernel's conntrack and
+// through ours.
 // NWFQ_CT_PCAPS=a.pcap:b.pcap replays other Ethernet captures instead (first 150 packets of
 // each). Skips when the captures, root or the tools are missing. Label: integration.
 #include <pcap/pcap.h>
@@ -45,6 +46,7 @@ const char* const kCaptures[] = {
     "ipv6/zeek_icmp6-ping.pcap",
     "ipv6/zeek_icmp6-nd-options.pcap",
     "ipv6/sv_kill_router6.pcap",
+    "other/zeek_communityid-sctp.pcap",
 };
 
 // Maps capture addresses into the lab's prefixes, one new host number per address.
@@ -63,9 +65,16 @@ class AddressMap {
   int next_ = 10;
 };
 
+// A packet to replay: what our parser made of it and, for SCTP, its transport bytes (the
+// chunks as captured, checksum recomputed) since PacketFacts cannot rebuild them.
+struct Replayed {
+  PacketFacts p;
+  std::vector<uint8_t> l4;
+};
+
 // Packets of `path` the lab can rebuild faithfully, addresses mapped.
-std::vector<PacketFacts> Load(const std::string& path, std::string* why) {
-  std::vector<PacketFacts> out;
+std::vector<Replayed> Load(const std::string& path, std::string* why) {
+  std::vector<Replayed> out;
   char err[PCAP_ERRBUF_SIZE];
   pcap_t* pc = pcap_open_offline(path.c_str(), err);
   if (pc == nullptr) {
@@ -85,7 +94,16 @@ std::vector<PacketFacts> Load(const std::string& path, std::string* why) {
     if (v.malformed != engine::Malformed::kNone || v.family == 0 || v.fragment || !v.has_l4) {
       continue;
     }
-    if (v.l4proto != 6 && v.l4proto != 17 && v.l4proto != 1 && v.l4proto != 58) continue;
+    if (v.l4proto != 6 && v.l4proto != 17 && v.l4proto != 1 && v.l4proto != 58 &&
+        v.l4proto != 132) {
+      continue;
+    }
+    std::vector<uint8_t> chunks;
+    if (v.l4proto == 132) {
+      const size_t l4_len = 12 + size_t{v.payload_len};
+      if (v.l4_offset + l4_len > h->caplen) continue;  // cut short by the capture
+      chunks.assign(data + v.l4_offset + 12, data + v.l4_offset + l4_len);
+    }
     PacketFacts p = engine::ToPacketFacts(v);
     if (p.icmp_error && p.inner.l4proto != 6 && p.inner.l4proto != 17 && p.inner.l4proto != 1 &&
         p.inner.l4proto != 58) {
@@ -100,7 +118,8 @@ std::vector<PacketFacts> Load(const std::string& path, std::string* why) {
       map.Map(p.inner.family, p.inner.dst);
     }
     if (map.Full()) break;
-    out.push_back(p);
+    out.push_back(
+        {p, v.l4proto == 132 ? SctpL4(p.flow, p.sctp_vtag, chunks) : std::vector<uint8_t>{}});
   }
   pcap_close(pc);
   return out;
@@ -144,7 +163,7 @@ TEST(KernelPcapFidelity, CapturesMatchTheKernel) {
   int mismatches = 0;
   for (const std::string& name : captures) {
     why.clear();
-    std::vector<PacketFacts> pkts = Load(name, &why);
+    std::vector<Replayed> pkts = Load(name, &why);
     if (pkts.empty()) {
       std::printf("%s: skipped (%s)\n", name.c_str(),
                   why.empty() ? "no trackable packets" : why.c_str());
@@ -154,7 +173,7 @@ TEST(KernelPcapFidelity, CapturesMatchTheKernel) {
     Table ours(TableOptions{.capacity = 4096});
     int here = 0;
     for (size_t i = 0; i < pkts.size(); ++i) {
-      auto [kernel, mine] = Observe(kernel_lab, ours, timeouts, clock.Now(), pkts[i]);
+      auto [kernel, mine] = Observe(kernel_lab, ours, timeouts, clock.Now(), pkts[i].p, pkts[i].l4);
       ++total;
       if (!(kernel == mine)) {
         ++here;

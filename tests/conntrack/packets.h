@@ -4,9 +4,12 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
+#include "conntrack/sctp.h"
 #include "conntrack/table.h"
 #include "conntrack/types.h"
+#include "tests/testing/packet_builder.h"
 
 namespace nwfq::ct::testing {
 
@@ -65,6 +68,25 @@ inline PacketFacts Udp(const std::array<uint8_t, 16>& from, uint16_t sport,
   p.flow.dport = dport;
   p.payload_len = 10;
   return p;
+}
+
+// An SCTP packet with verification tag `vtag` carrying `chunks` (nwfq::testing::SctpChunk,
+// SctpInitChunk, concatenated), walked as the parser walks them.
+inline PacketFacts Sctp(const std::array<uint8_t, 16>& from, uint16_t sport,
+                        const std::array<uint8_t, 16>& to, uint16_t dport, uint32_t vtag,
+                        const std::vector<uint8_t>& chunks) {
+  PacketFacts p = Udp(from, sport, to, dport);
+  p.flow.l4proto = 132;
+  p.sctp_vtag = vtag;
+  p.sctp = WalkSctpChunks(chunks.data(), chunks.size(), chunks.size());
+  p.payload_len = static_cast<uint32_t>(chunks.size());
+  return p;
+}
+// Chunks in one packet, in order.
+inline std::vector<uint8_t> Chunks(std::initializer_list<std::vector<uint8_t>> parts) {
+  std::vector<uint8_t> out;
+  for (const auto& c : parts) out.insert(out.end(), c.begin(), c.end());
+  return out;
 }
 
 inline PacketFacts Icmp(const std::array<uint8_t, 16>& from, const std::array<uint8_t, 16>& to,

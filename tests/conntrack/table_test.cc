@@ -251,9 +251,16 @@ TEST(Table, BatchedPathDecidesAsTrack) {
         p = Udp(a, pa, b, pb);
         break;
       case 4:
-        p = Udp(a, pa, b, pb);
-        p.flow.l4proto = pick(2) ? 136 : 132;  // UDPLite, SCTP
-        p.sctp_chunk = static_cast<uint8_t>(pick(12));
+        if (pick(2)) {
+          p = Udp(a, pa, b, pb);
+          p.flow.l4proto = 136;  // UDPLite
+        } else {                 // SCTP: one chunk of a random type, tag 0 or the INIT's
+          const auto type = static_cast<uint8_t>(pick(12));
+          p = Sctp(a, pa, b, pb, pick(2) ? 0 : 77,
+                   type == kSctpInit || type == kSctpInitAck
+                       ? nwfq::testing::SctpInitChunk(type, 77)
+                       : nwfq::testing::SctpChunk(type));
+        }
         break;
       case 5:
         p = Icmp(a, b, pick(2) ? 8 : 0, static_cast<uint16_t>(pick(3)));

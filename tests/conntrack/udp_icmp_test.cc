@@ -161,28 +161,6 @@ TEST_F(Stateless, GenericProtocolsAndGre) {
   EXPECT_TRUE(r.assured);
 }
 
-TEST_F(Stateless, SctpHandshake) {
-  auto sctp = [](const std::array<uint8_t, 16>& from, uint16_t sp,
-                 const std::array<uint8_t, 16>& to, uint16_t dp, uint8_t chunk) {
-    PacketFacts p = Udp(from, sp, to, dp);
-    p.flow.l4proto = 132;
-    p.sctp_chunk = chunk;
-    return p;
-  };
-  EXPECT_EQ(Send(sctp(kClient, 1, kServer, 2, 0)).state, State::kInvalid);  // DATA first
-  EXPECT_EQ(Send(sctp(kClient, 1, kServer, 2, 1)).state, State::kNew);      // INIT
-  EXPECT_EQ(Only()->state_name, "CLOSED");  // kernel table: sNO -init-> sCL
-  EXPECT_EQ(Only()->expires_in, 10 * kSec);
-  Send(sctp(kServer, 2, kClient, 1, 2));  // INIT_ACK
-  EXPECT_EQ(Only()->state_name, "COOKIE_WAIT");
-  Send(sctp(kClient, 1, kServer, 2, 10));  // COOKIE_ECHO
-  EXPECT_EQ(Only()->state_name, "COOKIE_ECHOED");
-  TrackResult r = Send(sctp(kServer, 2, kClient, 1, 11));  // COOKIE_ACK
-  EXPECT_TRUE(r.assured);
-  EXPECT_EQ(Only()->state_name, "ESTABLISHED");
-  EXPECT_EQ(Only()->expires_in, 210 * kSec);
-}
-
 TEST_F(Stateless, IcmpTimeoutChangeAppliesFromTheNextPacket) {
   Send(Icmp(kClient, kServer, 8, 1));
   EXPECT_EQ(Only()->expires_in, 30 * kSec);

@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "conntrack/sctp.h"
 #include "tests/testing/packet_builder.h"
 
 namespace nwfq::engine {
@@ -192,6 +193,47 @@ TEST(PacketView, SackEdge) {
     }
     EXPECT_EQ(v.TcpOption(5), row.present || row.options.size() > 3);
   }
+}
+
+// The SCTP chunks as the conntrack tracker needs them (ct::WalkSctpChunks over the bytes
+// after the common header), from whole and truncated copies.
+TEST(PacketView, SctpChunksAreWalked) {
+  using nwfq::testing::SctpChunk;
+  using nwfq::testing::SctpInitChunk;
+  std::vector<uint8_t> chunks = SctpChunk(ct::kSctpCookieEcho, 0, std::vector<uint8_t>(40, 7));
+  const std::vector<uint8_t> data = SctpChunk(ct::kSctpData, 3, std::vector<uint8_t>(300, 1));
+  chunks.insert(chunks.end(), data.begin(), data.end());
+  const std::vector<uint8_t> abort = SctpChunk(ct::kSctpAbort, 1);
+  chunks.insert(chunks.end(), abort.begin(), abort.end());
+  PacketBuilder b;
+  b.Ipv4("198.18.0.3", "198.18.0.2").Sctp(5000, 38412, 0x22222222).SctpChunks(chunks);
+  const std::vector<uint8_t> frame = b.Build();
+  PacketView v = ParseEthernet(frame, {});
+  ASSERT_EQ(v.malformed, Malformed::kNone);
+  EXPECT_FALSE(v.bad_checksum);
+  EXPECT_EQ(v.sctp_vtag, 0x22222222u);
+  ct::PacketFacts f = ToPacketFacts(v);
+  EXPECT_TRUE(f.sctp.ok);
+  EXPECT_TRUE(f.sctp.stateless);  // DATA
+  ASSERT_EQ(f.sctp.count, 2);
+  EXPECT_EQ(f.sctp.kept[0], ct::kSctpCookieEcho);
+  EXPECT_EQ(f.sctp.kept[1], ct::kSctpAbort | ct::SctpChunks::kFlagT);
+  EXPECT_FALSE(f.sctp.truncated);
+
+  // A header-sized copy (nwfqd's copy range) ends inside the DATA chunk: the ABORT after
+  // it is not seen, and the walk says it stopped early.
+  const std::vector<uint8_t> ip = b.BuildNetwork();
+  ParseOptions opt;
+  opt.wire_len = static_cast<uint32_t>(ip.size());
+  v = ParseNetwork(std::span<const uint8_t>(ip.data(), 20 + 12 + 44 + 100), 0x0800, opt);
+  ASSERT_EQ(v.malformed, Malformed::kNone);
+  EXPECT_TRUE(v.sctp.truncated);
+  EXPECT_EQ(v.sctp.count, 1);
+
+  b.SctpChunks(SctpInitChunk(ct::kSctpInit, 0x11111111)).Sctp(5000, 38412, 0);
+  f = ToPacketFacts(ParseEthernet(b.Build(), {}));
+  EXPECT_TRUE(f.sctp.ok && f.sctp.init_header);
+  EXPECT_EQ(f.sctp.init_tag, 0x11111111u);
 }
 
 TEST(PacketView, NetworkLayerInput) {

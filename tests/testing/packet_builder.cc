@@ -40,16 +40,32 @@ std::vector<uint8_t> ParseIp(const std::string& s, int family) {
   return out;
 }
 
-uint32_t Crc32c(const std::vector<uint8_t>& p) {
+}  // namespace
+
+uint32_t Crc32c(const std::vector<uint8_t>& bytes) {
   uint32_t crc = 0xffffffffu;
-  for (uint8_t b : p) {
+  for (uint8_t b : bytes) {
     crc ^= b;
     for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0x82f63b78u & (0u - (crc & 1u)));
   }
   return ~crc;
 }
 
-}  // namespace
+std::vector<uint8_t> SctpChunk(uint8_t type, uint8_t flags, std::vector<uint8_t> body) {
+  std::vector<uint8_t> c = {type, flags, 0, 0};
+  Set16(c, 2, static_cast<uint16_t>(4 + body.size()));
+  c.insert(c.end(), body.begin(), body.end());
+  c.resize((c.size() + 3) & ~size_t{3}, 0);
+  return c;
+}
+
+std::vector<uint8_t> SctpInitChunk(uint8_t type, uint32_t tag) {
+  const uint8_t t[4] = {static_cast<uint8_t>(tag >> 24), static_cast<uint8_t>(tag >> 16),
+                        static_cast<uint8_t>(tag >> 8), static_cast<uint8_t>(tag)};
+  // initiate tag, a_rwnd 106496, 10 outbound / 65535 inbound streams, initial TSN = tag.
+  return SctpChunk(
+      type, 0, {t[0], t[1], t[2], t[3], 0, 1, 0xa0, 0, 0, 10, 0xff, 0xff, t[0], t[1], t[2], t[3]});
+}
 
 Mac ParseMac(const std::string& s) {
   Mac m{};
@@ -149,6 +165,10 @@ PacketBuilder& PacketBuilder::Sctp(uint16_t sport, uint16_t dport, uint32_t vtag
   dport_ = dport;
   vtag_ = vtag;
   chunk_ = chunk;
+  return *this;
+}
+PacketBuilder& PacketBuilder::SctpChunks(std::vector<uint8_t> chunks) {
+  sctp_chunks_ = std::move(chunks);
   return *this;
 }
 PacketBuilder& PacketBuilder::Icmp(uint8_t type, uint8_t code, uint16_t id, uint16_t seq) {
@@ -263,9 +283,16 @@ std::vector<uint8_t> PacketBuilder::BuildTransport(const std::vector<uint8_t>& s
       Put16(t, dport_);
       Put32(t, vtag_);
       Put32(t, 0);
-      t.push_back(chunk_);
-      t.push_back(0);
-      Put16(t, 4);
+      if (!sctp_chunks_.empty()) {
+        t.insert(t.end(), sctp_chunks_.begin(), sctp_chunks_.end());
+      } else if (chunk_ == 1 || chunk_ == 2) {  // INIT / INIT_ACK with their header
+        const std::vector<uint8_t> c = SctpInitChunk(chunk_, 0x0a0b0c0d);
+        t.insert(t.end(), c.begin(), c.end());
+      } else {
+        t.push_back(chunk_);
+        t.push_back(0);
+        Put16(t, 4);
+      }
       break;
     case 1:
     case 58:

@@ -44,7 +44,10 @@ class PacketBuilder {
   PacketBuilder& TcpOptions(std::vector<uint8_t> options);  // padded to 4 bytes
   PacketBuilder& Udp(uint16_t sport, uint16_t dport);
   PacketBuilder& Udplite(uint16_t sport, uint16_t dport);
+  // One chunk of type `chunk` (INIT and INIT_ACK with their 16-byte header, else empty).
   PacketBuilder& Sctp(uint16_t sport, uint16_t dport, uint32_t vtag = 0, uint8_t chunk = 1);
+  // The chunks after Sctp()'s common header, instead of its one empty chunk (SctpChunk()).
+  PacketBuilder& SctpChunks(std::vector<uint8_t> chunks);
   PacketBuilder& Icmp(uint8_t type, uint8_t code, uint16_t id = 0, uint16_t seq = 0);
   PacketBuilder& Icmpv6(uint8_t type, uint8_t code, uint16_t id = 0, uint16_t seq = 0);
   // ICMP/ICMPv6 error quoting `quoted` (an IP packet, e.g. from BuildNetwork()).
@@ -94,6 +97,7 @@ class PacketBuilder {
   uint16_t icmp_id_ = 0, icmp_seq_ = 0;
   uint32_t spi_ = 0, vtag_ = 0;
   uint8_t chunk_ = 1;
+  std::vector<uint8_t> sctp_chunks_;  // empty: one empty chunk of type chunk_
   std::vector<uint8_t> payload_;
   std::vector<uint8_t> raw_;
   bool corrupt_ = false;
@@ -102,5 +106,13 @@ class PacketBuilder {
 
 // "52:54:00:00:00:02" -> bytes (aborts on bad input: test helper).
 Mac ParseMac(const std::string& s);
+
+// SCTP chunks for PacketBuilder::SctpChunks: type, flags, length 4 + body, padded to 4
+// bytes; an INIT / INIT_ACK with initiate tag `tag` (and plausible other fields).
+std::vector<uint8_t> SctpChunk(uint8_t type, uint8_t flags = 0, std::vector<uint8_t> body = {});
+std::vector<uint8_t> SctpInitChunk(uint8_t type, uint32_t tag);
+// An SCTP packet's checksum (CRC32c, RFC 9260 appendix B) over `bytes`, whose checksum
+// field must be zero; stored little-endian at offset 8.
+uint32_t Crc32c(const std::vector<uint8_t>& bytes);
 
 }  // namespace nwfq::testing
