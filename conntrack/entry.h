@@ -71,7 +71,7 @@ struct Table::Entry {
   uint8_t pstate;         // TcpState / SctpState
   uint8_t tcp_last;       // TCP: last_index:3 | last_dir:1 | retrans:4 (saturating at 15);
                           // SCTP: init seen per direction, heartbeat tag failed, last_dir
-  uint32_t generation;    // low 24 bits: generation (EntryRef); high 8 bits: TCP last_wscale
+  uint32_t generation;    // low 24 bits: generation (EntryRef); high 8 bits: TCP (tcp.cc)
   uint32_t deadline_ms;   // absolute, ms since the table epoch, serial arithmetic
   uint32_t last_seen_ms;  // time of the last packet, same scale
   // UDP/UDPLite: the 2-second stream rule's point in time (ms). TCP / SCTP: index of the
@@ -85,7 +85,7 @@ enum EntryFlag : uint8_t {
   kEfIpv6 = 0x02,
   kEfSeenReply = 0x04,
   kEfAssured = 0x08,
-  kEfLiberal = 0x10,    // TCP: picked up mid-stream (kernel sets BE_LIBERAL both ways)
+  kEfLiberal = 0x10,    // TCP: ORIGINAL's BE_LIBERAL (picked up mid-stream); REPLY's: tcp.cc
   kEfSimOpen = 0x20,    // TCP: IP_CT_TCP_SIMULTANEOUS_OPEN
   kEfChallenge = 0x40,  // TCP: IP_CT_EXP_CHALLENGE_ACK
   kEfLastWs = 0x80,     // TCP: last ignored SYN carried a window-scale option

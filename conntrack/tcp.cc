@@ -90,14 +90,28 @@ inline void SetDirFlags(TcpConn& t, int dir, uint8_t f) {
   t.td_flags = static_cast<uint8_t>((t.td_flags & ~(0xf << (dir * 4))) | (f << (dir * 4)));
 }
 // The high byte of `generation`: last_wscale (4 bits), SACK permitted per direction (bits 28,
-// 29) and the ignored SYN's SACK-permitted option (bit 30).
+// 29), the ignored SYN's SACK-permitted option (bit 30) and REPLY's BE_LIBERAL (bit 31;
+// ORIGINAL's is kEfLiberal).
 inline uint8_t LastWscale(const Table::Entry& e) { return (e.generation >> 24) & 0xf; }
 inline void SetLastWscale(Table::Entry& e, uint8_t s) {
   e.generation = (e.generation & ~0x0f000000u) | (static_cast<uint32_t>(s) << 24);
 }
 constexpr uint32_t kSackPermBit[2] = {1u << 28, 1u << 29};
 constexpr uint32_t kLastSackBit = 1u << 30;
+constexpr uint32_t kReplyLiberalBit = 1u << 31;
 inline bool SackPerm(const Table::Entry& e, int dir) { return e.generation & kSackPermBit[dir]; }
+// IP_CT_TCP_FLAG_BE_LIBERAL of one side: set for both on a mid-stream pickup; a resync on
+// the SYN/ACK answering an ignored SYN clears it for the side that sent the SYN.
+inline bool Liberal(const Table::Entry& e, int dir) {
+  return dir == 0 ? (e.flags & kEfLiberal) != 0 : (e.generation & kReplyLiberalBit) != 0;
+}
+inline void SetLiberal(Table::Entry& e, int dir, bool on) {
+  if (dir == 0) {
+    e.flags = static_cast<uint8_t>(on ? (e.flags | kEfLiberal) : (e.flags & ~kEfLiberal));
+  } else {
+    e.generation = on ? (e.generation | kReplyLiberalBit) : (e.generation & ~kReplyLiberalBit);
+  }
+}
 inline void SetSackPerm(Table::Entry& e, int dir, bool on) {
   e.generation = on ? (e.generation | kSackPermBit[dir]) : (e.generation & ~kSackPermBit[dir]);
 }
@@ -137,9 +151,10 @@ void InitSender(Table::Entry& e, TcpConn& t, int dir, const PacketFacts& p, uint
 
 enum class WindowResult { kIgnore, kInvalid, kAccept };
 
-// nf_tcp_log_invalid(): liberal tracking turns every window complaint into "accept".
+// nf_tcp_log_invalid(): liberal tracking of the sender (or the global switch) turns every
+// window complaint into "accept".
 inline WindowResult Complain(const Table::Entry& e, const TrackContext& ctx, WindowResult r) {
-  if ((e.flags & kEfLiberal) || ctx.options.tcp_be_liberal) return WindowResult::kAccept;
+  if (Liberal(e, ctx.dir) || ctx.options.tcp_be_liberal) return WindowResult::kAccept;
   return r;
 }
 
@@ -368,7 +383,8 @@ bool TcpNew(Table::Entry& e, const TrackContext& ctx) {
     t.td_maxwin[0] = win == 0 ? 1 : win;
     t.td_maxend[0] = t.td_end[0] + t.td_maxwin[0];
     // The kernel assumes SACK and liberal window checking to cope with window scaling.
-    e.flags |= kEfLiberal;
+    SetLiberal(e, 0, true);
+    SetLiberal(e, 1, true);
     SetSackPerm(e, 0, true);
     SetSackPerm(e, 1, true);
   }
@@ -407,6 +423,7 @@ Verdict TcpPacket(Table::Entry& e, const TrackContext& ctx) {
         e.flags &= ~kEfChallenge;
         SetDirFlags(t, ld, (e.flags & kEfLastWs) ? kTdWindowScale : 0);
         SetSackPerm(e, ld, e.generation & kLastSackBit);
+        SetLiberal(e, ld, false);  // seen[last_dir].flags = last_flags
         t.td_end[dir] = t.td_maxend[dir] = t.td_maxwin[dir] = t.td_maxack[dir] = 0;
         SetScale(t, dir, 0);
         SetDirFlags(t, dir, 0);

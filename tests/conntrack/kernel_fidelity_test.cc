@@ -135,6 +135,17 @@ std::vector<Scenario> Scenarios() {
         {"ACK again", T(true, kAck, 7000, 8000, 0, 40005)},
         {"bare FIN new", T(true, kTcpFin, 100, 0, 0, 40006)},
         {"SYN/ACK new", T(false, kSynAck, 100, 200, 0, 40007)}}},
+      // BE_LIBERAL is per side: a picked-up connection (liberal both ways) resynced by the
+      // SYN/ACK answering an ignored SYN takes the SYN side's flags from that SYN, which
+      // drops its liberal mode; the other side keeps it.
+      {"tcp pickup, resync on an ignored SYN, liberal per side",
+       {{"bare ACK", T(true, kAck, 7000, 8000, 0, 40011)},
+        {"reply ACK", T(false, kAck, 8000, 7000, 0, 40011)},
+        {"SYN inside the connection", T(true, kSyn, 20000, 0, 0, 40011)},
+        {"SYN/ACK answering it", T(false, kSynAck, 30000, 20001, 0, 40011)},
+        {"ACK", T(true, kAck, 20001, 30001, 0, 40011)},
+        {"client data 5 MB ahead", T(true, kPshAck, 20001 + 5'000'000, 30001, 100, 40011)},
+        {"server data 5 MB ahead", T(false, kPshAck, 30001 + 5'000'000, 20001, 100, 40011)}}},
       {"tcp with SACK",
        {{"SYN sackOK", Sack(T(true, kSyn, 1000, 0, 0, 40008), true, 0)},
         {"SYN/ACK sackOK", Sack(T(false, kSynAck, 5000, 1001, 0, 40008), true, 0)},

@@ -287,6 +287,21 @@ TEST_F(TcpScenario, OptionlessSynKeepsTheWindowScale) {
   }
 }
 
+// BE_LIBERAL is per side (checked against the kernel in KernelFidelity, "tcp pickup,
+// resync on an ignored SYN, liberal per side"): a connection picked up mid-stream is
+// liberal both ways; the SYN/ACK answering a SYN that was ignored resyncs the SYN's side
+// from that SYN, without liberal mode; the other side keeps it.
+TEST_F(TcpScenario, ResyncOnAnIgnoredSynEndsLiberalModeForThatSideOnly) {
+  C(kAck, 7000, 8000);  // mid-stream pickup
+  S(kAck, 8000, 7000);
+  EXPECT_EQ(C(kSyn, 20000, 0).state, State::kEstablished);  // ignored
+  S(kSynAck, 30000, 20001);
+  EXPECT_EQ(Only()->state_name, "SYN_RECV");
+  C(kAck, 20001, 30001);
+  EXPECT_EQ(C(kPshAck, 20001 + 5'000'000, 30001, 100).state, State::kInvalid);
+  EXPECT_EQ(S(kPshAck, 30001 + 5'000'000, 20001, 100).state, State::kEstablished);
+}
+
 TEST_F(TcpScenario, Ipv6Handshake) {
   auto c6 = V6(2), s6 = V6(3);
   auto six = [](PacketFacts p) {
