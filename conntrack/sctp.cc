@@ -111,7 +111,8 @@ SctpChunks WalkSctpChunks(const uint8_t* chunks, size_t n, size_t wire_n) {
   bool bundling_forbidden = false;  // do_basic_checks' `flag`: an INIT-type chunk seen
   size_t count = 0;
   for (size_t off = 0; off < wire_n; ++count) {
-    if (off + 4 > n) {  // the kernel would read on; this copy ends here
+    if (off + 4 > wire_n) break;  // a partial chunk header ends the kernel's walk too
+    if (off + 4 > n) {            // the kernel would read on; this copy ends here
       c.truncated = true;
       break;
     }

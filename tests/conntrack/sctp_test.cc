@@ -71,6 +71,7 @@ TEST(SctpWalk, BasicChecks) {
       {"SHUTDOWN_COMPLETE bundled", Chunks({SctpChunk(kSctpShutdownComplete), SctpChunk(3)}),
        false},
       {"a chunk of length 0", {kSctpData, 0, 0, 0}, false},
+      {"a partial chunk header after one", Chunks({SctpChunk(kSctpData), {kSctpSack, 0}}), true},
   };
   for (const Row& row : rows) {
     SCOPED_TRACE(row.what);
@@ -99,6 +100,9 @@ TEST(SctpWalk, KeepsStateChunksInOrderWithFlagsAndTheInitTag) {
   EXPECT_TRUE(c.truncated);
   c = WalkSctpChunks(init.data(), 10, 10);
   EXPECT_FALSE(c.init_header);
+  EXPECT_FALSE(c.truncated);
+  c = WalkSctpChunks(init.data(), 2, 2);  // a packet ending inside the first chunk header
+  EXPECT_FALSE(c.ok || c.truncated);
 }
 
 TEST_F(SctpTracking, FourWayHandshakeShutdownAndTimeouts) {
