@@ -91,6 +91,15 @@ class Script {
     return Add(side, b, label);
   }
 
+  // An SCTP packet with verification tag `vtag` carrying `chunks` (testing::SctpChunk...).
+  size_t Sctp(Side side, const std::string& src, uint16_t sport, const std::string& dst,
+              uint16_t dport, uint32_t vtag, std::vector<uint8_t> chunks,
+              const std::string& label) {
+    PacketBuilder b = Ip(side, src, dst);
+    b.Sctp(sport, dport, vtag).SctpChunks(std::move(chunks));
+    return Add(side, b, label);
+  }
+
   // ICMP / ICMPv6 echo: request=true gives type 8 / 128, else 0 / 129.
   size_t Echo(Side side, const std::string& src, const std::string& dst, bool request, uint16_t id,
               uint16_t seq, const std::string& label, const Mac* src_mac = nullptr) {
@@ -481,6 +490,56 @@ void StateNoneIcmp(CaseScript& c) {
   s.Echo(P, kPeer4, kVm4, false, 2, 1, "echo reply to the VM (FO has no drop)");
 }
 
+// SCTP associations through libvirt's default state matches: the tags each side must
+// carry (RFC 9260 8.5), bundling rules and out-of-the-blue chunks make packets INVALID,
+// which neither the NEW,ESTABLISHED rule nor the ESTABLISHED reply rule accepts.
+void Sctp(CaseScript& c) {
+  using testing::SctpChunk;
+  using testing::SctpInitChunk;
+  Script s(&c);
+  constexpr uint8_t kInit = 1, kInitAck = 2, kHeartbeat = 4, kAbort = 6, kShutdown = 7,
+                    kShutdownAck = 8, kCookieEcho = 10, kCookieAck = 11, kShutdownComplete = 14,
+                    kData = 0;
+  const uint32_t vm_tag = 0x11111111, peer_tag = 0x22222222;
+  const std::vector<uint8_t> cookie = SctpChunk(kCookieEcho, 0, {1, 2, 3, 4, 5, 6, 7, 8});
+  auto data = [](uint8_t fill) { return SctpChunk(kData, 3, std::vector<uint8_t>(16, fill)); };
+  auto both = [](std::vector<uint8_t> a, const std::vector<uint8_t>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  // The VM opens an association to the peer's port 38412 (the `out` rule).
+  s.Sctp(V, kVm4, 5000, kPeer4, 38412, 0, SctpInitChunk(kInit, vm_tag), "out INIT");
+  s.Sctp(P, kPeer4, 38412, kVm4, 5000, peer_tag, SctpInitChunk(kInitAck, peer_tag),
+         "INIT_ACK with its own tag (INVALID)");
+  s.Sctp(P, kPeer4, 38412, kVm4, 5000, vm_tag, SctpInitChunk(kInitAck, peer_tag), "INIT_ACK");
+  s.Sctp(V, kVm4, 5000, kPeer4, 38412, vm_tag, cookie, "COOKIE_ECHO with the VM's tag (INVALID)");
+  s.Sctp(V, kVm4, 5000, kPeer4, 38412, peer_tag, cookie, "COOKIE_ECHO");
+  s.Sctp(P, kPeer4, 38412, kVm4, 5000, vm_tag, SctpChunk(kCookieAck), "COOKIE_ACK");
+  s.Sctp(V, kVm4, 5000, kPeer4, 38412, peer_tag, data(1), "out DATA");
+  s.Sctp(P, kPeer4, 38412, kVm4, 5000, vm_tag, data(2), "DATA reply");
+  s.Sctp(P, kPeer4, 38412, kVm4, 5000, peer_tag, data(3), "DATA reply, wrong tag (INVALID)");
+  s.Sctp(V, kVm4, 5000, kPeer4, 38412, peer_tag, both(data(4), cookie),
+         "DATA + COOKIE_ECHO bundled (INVALID)");
+  s.Sctp(P, kPeer4, 38412, kVm4, 5000, vm_tag, SctpChunk(kHeartbeat, 0, {0, 1, 0, 8, 1, 2, 3, 4}),
+         "HEARTBEAT from the peer");
+  s.Sctp(V, kVm4, 5000, kPeer4, 38412, peer_tag, SctpChunk(kShutdown, 0, {0, 0, 0, 1}), "SHUTDOWN");
+  s.Sctp(P, kPeer4, 38412, kVm4, 5000, vm_tag, SctpChunk(kShutdownAck), "SHUTDOWN_ACK");
+  s.Sctp(V, kVm4, 5000, kPeer4, 38412, peer_tag, SctpChunk(kShutdownComplete), "SHUTDOWN_COMPLETE");
+  // The peer opens one to the VM's port 9899 (the `in` rule).
+  s.Sctp(P, kPeer4, 6000, kVm4, 9899, 0, SctpInitChunk(kInit, 0x33333333), "in INIT");
+  s.Sctp(V, kVm4, 9899, kPeer4, 6000, 0x33333333, SctpInitChunk(kInitAck, 0x44444444),
+         "in INIT_ACK");
+  s.Sctp(P, kPeer4, 6000, kVm4, 9899, 0x33333333, SctpChunk(kAbort),
+         "ABORT with the sender's own tag (INVALID)");
+  s.Sctp(P, kPeer4, 6000, kVm4, 9899, 0x44444444, SctpChunk(kAbort), "ABORT");
+  s.Sctp(P, kPeer4, 6001, kVm4, 9899, 0, SctpChunk(kAbort), "out-of-the-blue ABORT (INVALID)");
+  s.Sctp(P, kPeer4, 6002, kVm4, 9899, 0, data(5), "DATA without an association (INVALID)");
+  s.Sctp(P, kPeer4, 6003, kVm4, 9899, 7, SctpInitChunk(kInit, 0x55555555),
+         "INIT with a non-zero tag (INVALID)");
+  s.Sctp(P, kPeer4, 6004, kVm4, 38412, 0, SctpInitChunk(kInit, 0x66666666),
+         "in INIT to 38412 (no rule)");
+}
+
 const std::map<std::string, std::function<void(CaseScript&)>>& Registry() {
   static const auto* r = new std::map<std::string, std::function<void(CaseScript&)>>{
       {"stateful", Stateful},
@@ -493,6 +552,7 @@ const std::map<std::string, std::function<void(CaseScript&)>>& Registry() {
       {"l2-clean", L2Clean},
       {"ipv6", Ipv6},
       {"state-none-icmp", StateNoneIcmp},
+      {"sctp", Sctp},
   };
   return *r;
 }
