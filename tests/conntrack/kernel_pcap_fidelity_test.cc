@@ -43,6 +43,9 @@ const char* const kCaptures[] = {
     "tcp/sv_split-handshake-4whs.pcap",
     "tcp/sv_split-handshake-5whs.pcap",
     "tcp/sv_syn-same-port-new-isn.pcap",
+    "tcp/ndpi_synscan.pcap",     // one source port to many ports: 25 next to 2500
+    "udp/ppp_DnsPackets.pcap",   // dozens of flows at once: a conntrack -L over 4 KB
+    "tunnels/zeek_Teredo.pcap",  // IPv6 in UDP
     "ipv6/zeek_icmp6-ping.pcap",
     "ipv6/zeek_icmp6-nd-options.pcap",
     "ipv6/sv_kill_router6.pcap",
@@ -125,6 +128,16 @@ std::vector<Replayed> Load(const std::string& path, std::string* why) {
   return out;
 }
 
+// "proto src sport > dst dport" of a packet, for failure messages.
+std::string Describe(const PacketFacts& p) {
+  char a[INET6_ADDRSTRLEN], b[INET6_ADDRSTRLEN];
+  const int af = p.flow.family == 6 ? AF_INET6 : AF_INET;
+  inet_ntop(af, p.flow.src.data(), a, sizeof a);
+  inet_ntop(af, p.flow.dst.data(), b, sizeof b);
+  return "proto " + std::to_string(p.flow.l4proto) + " " + a + " " + std::to_string(p.flow.sport) +
+         " > " + b + " " + std::to_string(p.flow.dport) + (p.icmp_error ? " (ICMP error)" : "");
+}
+
 // The captures to replay: NWFQ_CT_PCAPS (colon-separated paths) when set, to check captures
 // taken elsewhere (e.g. fresh ones of a host's own traffic) with the same comparison;
 // otherwise kCaptures from the shared directory, empty if it is absent.
@@ -177,7 +190,9 @@ TEST(KernelPcapFidelity, CapturesMatchTheKernel) {
       ++total;
       if (!(kernel == mine)) {
         ++here;
-        ADD_FAILURE() << name << " packet #" << i + 1 << ": kernel " << kernel << ", nwfq " << mine;
+        ADD_FAILURE() << name << " packet #" << i + 1 << " (" << Describe(pkts[i].p) << "): kernel "
+                      << kernel << ", nwfq " << mine;
+        if (getenv("NWFQ_CT_TRACE") != nullptr) std::printf("%s", kernel_lab.Table().c_str());
       }
     }
     mismatches += here;
