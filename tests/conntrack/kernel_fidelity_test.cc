@@ -86,6 +86,8 @@ std::vector<Scenario> Scenarios() {
   const std::vector<uint8_t> data = SctpChunk(kSctpData, 3, std::vector<uint8_t>(16, 0));
   const std::vector<uint8_t> hb = SctpChunk(kSctpHeartbeat, 0, {0, 1, 0, 8, 1, 2, 3, 4});
   const std::vector<uint8_t> hb_ack = SctpChunk(kSctpHeartbeatAck, 0, {0, 1, 0, 8, 1, 2, 3, 4});
+  const Step sctp4_init = Sctp("INIT", true, 0, SctpInitChunk(kSctpInit, ct), 5007);
+  const Step sctp6_init = Sctp("INIT", true, 0, SctpInitChunk(kSctpInit, ct), 5006, true);
   PacketFacts udp_q = Udp(kC, 5353, kS, 53);
   PacketFacts udp_a = Udp(kS, 53, kC, 5353);
   PacketFacts udp_x = Udp(kC, 5354, kS, 9);
@@ -212,7 +214,15 @@ std::vector<Scenario> Scenarios() {
         Sctp("COOKIE_ECHO + DATA", true, st,
              Chunks({SctpChunk(kSctpCookieEcho, 0, {1, 2, 3, 4}), data}), 5006, true),
         Sctp("COOKIE_ACK", false, ct, SctpChunk(kSctpCookieAck), 5006, true),
-        Sctp("ERROR", false, ct, SctpChunk(kSctpError, 0, {0, 1, 0, 4}), 5006, true)}},
+        Sctp("ERROR", false, ct, SctpChunk(kSctpError, 0, {0, 1, 0, 4}), 5006, true),
+        {"ICMPv6 unreachable quoting it", IcmpError(kS6, kC6, 1, 4, sctp6_init.p)},
+        {"ICMPv6 unreachable, unknown association",
+         IcmpError(kS6, kC6, 1, 4, Sctp("", true, 0, {}, 5999, true).p)}}},
+      {"sctp: ICMP errors quoting an association",
+       {sctp4_init,
+        {"port unreachable quoting it", IcmpError(kS, kC, 3, 3, sctp4_init.p)},
+        {"port unreachable, unknown association",
+         IcmpError(kS, kC, 3, 3, Sctp("", true, 0, {}, 5998).p)}}},
       {"udp unreplied, replied, stream",
        {{"query", udp_q},
         {"answer", udp_a},

@@ -111,6 +111,10 @@ inline std::vector<uint8_t> L4Bytes(const PacketFacts& p) {
     l4[13] = p.tcp_flags;
     Put16(l4, 14, p.tcp_window);
     std::copy(opt.begin(), opt.end(), l4.begin() + 20);
+  } else if (f.l4proto == 132) {  // only quoted in ICMP errors: the common header, no chunk
+    l4.assign(12, 0);
+    Put16(l4, 0, f.sport);
+    Put16(l4, 2, f.dport);
   } else if (f.l4proto == 17) {
     l4.assign(8 + p.payload_len, 0);
     Put16(l4, 0, f.sport);
