@@ -91,6 +91,13 @@ TEST(SctpWalk, KeepsStateChunksInOrderWithFlagsAndTheInitTag) {
   EXPECT_EQ(c.kept[1], kSctpAbort | SctpChunks::kFlagT);
   EXPECT_EQ(c.map, (1u << kSctpSack) | (1u << kSctpHeartbeat) | (1u << kSctpAbort));
 
+  // More state-changing chunks than kept (DIVERGENCES S1): the first 8, and it says so.
+  std::vector<uint8_t> many;
+  for (int i = 0; i < 9; ++i) many = Chunks({many, SctpChunk(kSctpHeartbeat)});
+  c = WalkSctpChunks(many.data(), many.size(), many.size());
+  EXPECT_TRUE(c.ok && c.overflow);
+  EXPECT_EQ(c.count, SctpChunks::kKept);
+
   const std::vector<uint8_t> init = SctpInitChunk(kSctpInitAck, 0xdeadbeef);
   c = WalkSctpChunks(init.data(), init.size(), init.size());
   EXPECT_TRUE(c.ok && c.init_header);
