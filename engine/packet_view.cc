@@ -266,11 +266,19 @@ void ParseTransport(const uint8_t* p, size_t n, size_t cap, PacketView& v,
         v.malformed = Malformed::kBadL4Header;
         return;
       }
+      // UDP-Lite (conntrack's udplite_error): the field is the checksum coverage, 0 for
+      // all or 8 up to the datagram's length; the checksum is mandatory.
+      if (v.l4proto == kProtoUdplite && whole &&
+          ((len != 0 && (len < 8 || len > n)) || Be16(p + 6) == 0)) {
+        v.malformed = Malformed::kBadL4Header;
+        return;
+      }
       // A zero checksum means none (conntrack's udp_error, IPv6 included). UDP is summed
       // as nf_checksum does: over the whole IP payload, with that length in the pseudo
       // header, whatever the UDP length says (bytes after it make the packet INVALID, as
       // in the kernel: found by tests/conntrack/kernel_defrag_fidelity_test.cc). UDPLite:
-      // over its checksum coverage.
+      // over its checksum coverage, with 136 in the pseudo header as RFC 3828 says (the
+      // kernel's conntrack uses 17: DIVERGENCES U1).
       if (verify && Be16(p + 6) != 0) {
         const size_t cover =
             v.l4proto == kProtoUdp || len == 0 || len < 8 || len > n ? n : size_t{len};

@@ -115,7 +115,19 @@ inline std::vector<uint8_t> L4Bytes(const PacketFacts& p) {
     l4.assign(12, 0);
     Put16(l4, 0, f.sport);
     Put16(l4, 2, f.dport);
-  } else if (f.l4proto == 17) {
+  } else if (f.l4proto == 47) {  // GRE version 0 carrying IPv4, no key
+    l4 = {0, 0, 0x08, 0x00};
+  } else if (f.l4proto == 50) {  // ESP: SPI, sequence number, 8 bytes of "ciphertext"
+    l4.assign(16, 0);
+    Put32(l4, 0, f.spi);
+    Put32(l4, 4, 1);
+  } else if (f.l4proto == 51) {  // AH: next header none, length 4 (24 bytes), SPI, sequence
+    l4.assign(24, 0);
+    l4[0] = 59;
+    l4[1] = 4;
+    Put32(l4, 4, f.spi);
+    Put32(l4, 8, 1);
+  } else if (f.l4proto == 17 || f.l4proto == 136) {
     l4.assign(8 + p.payload_len, 0);
     Put16(l4, 0, f.sport);
     Put16(l4, 2, f.dport);
@@ -135,7 +147,16 @@ inline std::vector<uint8_t> L4Bytes(const PacketFacts& p) {
   return l4;
 }
 
-inline std::vector<uint8_t> Ipv4(const FlowFacts& f, std::vector<uint8_t> l4) {
+// The protocol number in a transport checksum's pseudo-header. UDP-Lite: 17, because the
+// kernel's conntrack verifies UDP-Lite with IPPROTO_UDP (udplite_error() in
+// nf_conntrack_proto_udp.c) and calls the RFC 3828 checksum, made with 136, wrong
+// (DIVERGENCES U1; KernelFidelity.UdpLiteChecksumQuirk pins it).
+inline uint32_t PseudoProto(const FlowFacts& f, bool rfc_udplite) {
+  return f.l4proto == 136 && !rfc_udplite ? 17u : f.l4proto;
+}
+
+inline std::vector<uint8_t> Ipv4(const FlowFacts& f, std::vector<uint8_t> l4,
+                                 bool rfc_udplite = false) {
   std::vector<uint8_t> ip(20, 0);
   ip[0] = 0x45;
   Put16(ip, 2, static_cast<uint16_t>(20 + l4.size()));
@@ -145,13 +166,13 @@ inline std::vector<uint8_t> Ipv4(const FlowFacts& f, std::vector<uint8_t> l4) {
   std::memcpy(&ip[16], f.dst.data(), 4);
   Put16(ip, 10, Checksum(ip.data(), 20));
   // Transport checksum.
-  if (f.l4proto == 6 || f.l4proto == 17) {
+  if (f.l4proto == 6 || f.l4proto == 17 || f.l4proto == 136) {  // UDP-Lite: full coverage
     uint32_t pseudo = 0;
     for (int i = 0; i < 4; i += 2) {
       pseudo += static_cast<uint32_t>(f.src[i] << 8 | f.src[i + 1]);
       pseudo += static_cast<uint32_t>(f.dst[i] << 8 | f.dst[i + 1]);
     }
-    pseudo += f.l4proto + static_cast<uint32_t>(l4.size());
+    pseudo += PseudoProto(f, rfc_udplite) + static_cast<uint32_t>(l4.size());
     size_t at = f.l4proto == 6 ? 16 : 6;
     Put16(l4, at, Checksum(l4.data(), l4.size(), pseudo));
   } else if (f.l4proto == 1) {
@@ -161,7 +182,8 @@ inline std::vector<uint8_t> Ipv4(const FlowFacts& f, std::vector<uint8_t> l4) {
   return ip;
 }
 
-inline std::vector<uint8_t> Ipv6(const FlowFacts& f, std::vector<uint8_t> l4) {
+inline std::vector<uint8_t> Ipv6(const FlowFacts& f, std::vector<uint8_t> l4,
+                                 bool rfc_udplite = false) {
   std::vector<uint8_t> ip(40, 0);
   ip[0] = 0x60;
   Put16(ip, 4, static_cast<uint16_t>(l4.size()));
@@ -175,9 +197,12 @@ inline std::vector<uint8_t> Ipv6(const FlowFacts& f, std::vector<uint8_t> l4) {
     pseudo += static_cast<uint32_t>(f.src[i] << 8 | f.src[i + 1]);
     pseudo += static_cast<uint32_t>(f.dst[i] << 8 | f.dst[i + 1]);
   }
-  pseudo += f.l4proto + static_cast<uint32_t>(l4.size());
-  size_t at = f.l4proto == 6 ? 16 : f.l4proto == 17 ? 6 : 2;
-  if (f.l4proto != 132) Put16(l4, at, Checksum(l4.data(), l4.size(), pseudo));  // SCTP: CRC32c
+  pseudo += PseudoProto(f, rfc_udplite) + static_cast<uint32_t>(l4.size());
+  size_t at = f.l4proto == 6 ? 16 : (f.l4proto == 17 || f.l4proto == 136) ? 6 : 2;
+  // SCTP carries a CRC32c instead; GRE, ESP and AH no checksum of this kind.
+  if (f.l4proto == 6 || f.l4proto == 17 || f.l4proto == 136 || f.l4proto == 58) {
+    Put16(l4, at, Checksum(l4.data(), l4.size(), pseudo));
+  }
   ip.insert(ip.end(), l4.begin(), l4.end());
   return ip;
 }
@@ -339,16 +364,20 @@ class KernelLab {
   void Flush() { Ok("ip netns exec nwfq-ct-k conntrack -F"); }
 
   // `l4`: the transport bytes to send instead of the ones rebuilt from `p` (SCTP chunks).
-  bool Send(const PacketFacts& p, const std::vector<uint8_t>& l4 = {}) {
+  // `rfc_udplite`: a UDP-Lite checksum as RFC 3828 makes it (see PseudoProto).
+  bool Send(const PacketFacts& p, const std::vector<uint8_t>& l4 = {}, bool rfc_udplite = false) {
+    return SendIp(p.flow.family, l4.empty()           ? IpPacket(p)
+                                 : p.flow.family == 6 ? Ipv6(p.flow, l4, rfc_udplite)
+                                                      : Ipv4(p.flow, l4, rfc_udplite));
+  }
+  // An IP packet as given, in an Ethernet frame to the conntrack namespace.
+  bool SendIp(uint8_t family, const std::vector<uint8_t>& ip) {
     std::vector<uint8_t> frame(14, 0);
     std::memcpy(frame.data(), dst_mac_.data(), 6);
     const uint8_t src_mac[6] = {0x02, 0, 0, 0, 0x06, 0x02};
     std::memcpy(frame.data() + 6, src_mac, 6);
-    frame[12] = p.flow.family == 6 ? 0x86 : 0x08;
-    frame[13] = p.flow.family == 6 ? 0xdd : 0x00;
-    std::vector<uint8_t> ip = l4.empty()           ? IpPacket(p)
-                              : p.flow.family == 6 ? Ipv6(p.flow, l4)
-                                                   : Ipv4(p.flow, l4);
+    frame[12] = family == 6 ? 0x86 : 0x08;
+    frame[13] = family == 6 ? 0xdd : 0x00;
     frame.insert(frame.end(), ip.begin(), ip.end());
     sockaddr_ll to{};
     to.sll_family = AF_PACKET;
@@ -418,20 +447,22 @@ inline std::string KernelConn(const std::string& table, const PacketFacts& p) {
         line.find("src=" + ip(f.dst) + "dst=" + ip(f.src)) == std::string::npos) {
       continue;
     }
-    bool proto_ok = (f.l4proto == 6 && line.find(" tcp ") != std::string::npos) ||
-                    (f.l4proto == 17 && line.find(" udp ") != std::string::npos) ||
-                    (f.l4proto == 1 && line.find(" icmp ") != std::string::npos) ||
-                    (f.l4proto == 58 && line.find(" icmpv6 ") != std::string::npos) ||
-                    (f.l4proto == 132 && line.find(" sctp ") != std::string::npos);
-    if ((f.family == 6) != (line.rfind("ipv6", 0) == 0)) continue;
-    if (!proto_ok) continue;
-    if (f.l4proto != 1 && f.l4proto != 58) {
+    // "ipv4 2 udp 17 29 src=...": the fourth field is the protocol number.
+    std::istringstream fields(line);
+    std::string l3, l3num, l4name, l4num;
+    fields >> l3 >> l3num >> l4name >> l4num;
+    if ((f.family == 6) != (l3 == "ipv6")) continue;
+    if (l4num != std::to_string(f.l4proto)) continue;
+    const bool ports_in_tuple =
+        f.l4proto == 6 || f.l4proto == 17 || f.l4proto == 136 || f.l4proto == 132;
+    if (ports_in_tuple) {
       std::string ports =
           "sport=" + std::to_string(f.sport) + " dport=" + std::to_string(f.dport) + " ";
       std::string rports =
           "sport=" + std::to_string(f.dport) + " dport=" + std::to_string(f.sport) + " ";
       if (line.find(ports) == std::string::npos && line.find(rports) == std::string::npos) continue;
-    } else if (line.find("id=" + std::to_string(f.icmp_id) + " ") == std::string::npos) {
+    } else if ((f.l4proto == 1 || f.l4proto == 58) &&
+               line.find("id=" + std::to_string(f.icmp_id) + " ") == std::string::npos) {
       continue;
     }
     std::string out;

@@ -1,9 +1,9 @@
-// Kernel fidelity over real captures: packets of ../shared/pcaps/ (TCP, UDP, ICMP, ICMPv6
-// and SCTP ones) are parsed with the engine's parser, their addresses mapped into the lab's
-// 198.18.7.0/24 and 2001:db8:7::/64, rebuilt with correct checksums (captures taken with
-// checksum offload would otherwise be INVALID for both; SCTP keeps its captured chunks) and
-// played, as fast as the per-packet comparison allows, through the kernel's conntrack and
-// through ours.
+// Kernel fidelity over real captures: packets of ../shared/pcaps/ (TCP, UDP, UDP-Lite, ICMP,
+// ICMPv6, SCTP, GRE, ESP and AH ones) are parsed with the engine's parser, their addresses
+// mapped into the lab's 198.18.7.0/24 and 2001:db8:7::/64, rebuilt with correct checksums
+// (captures taken with checksum offload would otherwise be INVALID for both; SCTP, GRE, ESP
+// and AH keep their captured transport bytes) and played, as fast as the per-packet
+// comparison allows, through the kernel's conntrack and through ours.
 // NWFQ_CT_PCAPS=a.pcap:b.pcap replays other Ethernet captures instead (first 150 packets of
 // each). Skips when the captures, root or the tools are missing. Label: integration.
 #include <pcap/pcap.h>
@@ -50,6 +50,9 @@ const char* const kCaptures[] = {
     "ipv6/zeek_icmp6-nd-options.pcap",
     "ipv6/sv_kill_router6.pcap",
     "other/zeek_communityid-sctp.pcap",
+    "icmp/zeek_gre-sample-icmp-errors.pcap",  // GRE
+    "other/ndpi_esp.pcap",
+    "other/ndpi_ah.pcap",
 };
 
 // Maps capture addresses into the lab's prefixes, one new host number per address.
@@ -75,6 +78,27 @@ struct Replayed {
   std::vector<uint8_t> l4;
 };
 
+// The protocols the lab sends (kernel_lab.h: TCP, UDP, UDP-Lite, ICMP, ICMPv6, SCTP, GRE,
+// ESP, AH).
+bool Rebuildable(uint8_t proto) {
+  switch (proto) {
+    case 6:
+    case 17:
+    case 136:
+    case 1:
+    case 58:
+    case 132:
+    case 47:
+    case 50:
+    case 51:
+      return true;
+    default:
+      return false;
+  }
+}
+
+uint16_t Be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+
 // Packets of `path` the lab can rebuild faithfully, addresses mapped.
 std::vector<Replayed> Load(const std::string& path, std::string* why) {
   std::vector<Replayed> out;
@@ -97,21 +121,21 @@ std::vector<Replayed> Load(const std::string& path, std::string* why) {
     if (v.malformed != engine::Malformed::kNone || v.family == 0 || v.fragment || !v.has_l4) {
       continue;
     }
-    if (v.l4proto != 6 && v.l4proto != 17 && v.l4proto != 1 && v.l4proto != 58 &&
-        v.l4proto != 132) {
-      continue;
-    }
-    std::vector<uint8_t> chunks;
-    if (v.l4proto == 132) {
-      const size_t l4_len = 12 + size_t{v.payload_len};
-      if (v.l4_offset + l4_len > h->caplen) continue;  // cut short by the capture
-      chunks.assign(data + v.l4_offset + 12, data + v.l4_offset + l4_len);
+    if (!Rebuildable(v.l4proto)) continue;
+    // SCTP, GRE, ESP and AH are replayed with their transport bytes as captured (SCTP's
+    // checksum recomputed): PacketFacts holds too little of them to rebuild them.
+    std::vector<uint8_t> raw;
+    if (v.l4proto == 132 || v.l4proto == 47 || v.l4proto == 50 || v.l4proto == 51) {
+      const uint8_t* l3 = data + v.l3_offset;
+      const size_t ip_end =
+          v.l3_offset + (v.family == 4 ? size_t{Be16(l3 + 2)} : 40 + size_t{Be16(l3 + 4)});
+      if (ip_end > h->caplen || ip_end < v.l4_offset + (v.l4proto == 132 ? 12u : 0u)) {
+        continue;  // cut short by the capture
+      }
+      raw.assign(data + v.l4_offset, data + ip_end);
     }
     PacketFacts p = engine::ToPacketFacts(v);
-    if (p.icmp_error && p.inner.l4proto != 6 && p.inner.l4proto != 17 && p.inner.l4proto != 1 &&
-        p.inner.l4proto != 58) {
-      continue;  // the builder quotes only these
-    }
+    if (p.icmp_error && !Rebuildable(p.inner.l4proto)) continue;
     p.bad_checksum = false;  // rebuilt with correct checksums
     if (p.flow.l4proto == 6) p.payload_len = std::min<uint32_t>(p.payload_len, 1400);
     map.Map(p.flow.family, p.flow.src);
@@ -121,8 +145,10 @@ std::vector<Replayed> Load(const std::string& path, std::string* why) {
       map.Map(p.inner.family, p.inner.dst);
     }
     if (map.Full()) break;
-    out.push_back(
-        {p, v.l4proto == 132 ? SctpL4(p.flow, p.sctp_vtag, chunks) : std::vector<uint8_t>{}});
+    if (v.l4proto == 132) {
+      raw = SctpL4(p.flow, p.sctp_vtag, std::vector<uint8_t>(raw.begin() + 12, raw.end()));
+    }
+    out.push_back({p, raw});
   }
   pcap_close(pc);
   return out;

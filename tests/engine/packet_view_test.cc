@@ -72,6 +72,27 @@ TEST(PacketView, ChecksumsVerifiedPerProtocol) {
   }
 }
 
+// UDP-Lite headers conntrack calls INVALID whether or not it verifies checksums
+// (udplite_error): a coverage under 8 or beyond the datagram, a zero checksum. Malformed
+// here, like the broken UDP length (DIVERGENCES P1); coverage 0 (all) and 8 are fine.
+TEST(PacketView, UdpLiteCoverageAndMandatoryChecksum) {
+  const std::vector<uint8_t> frame =
+      PacketBuilder().Ipv4("10.0.0.1", "10.0.0.2").Udplite(1, 53).Payload(20).Build();
+  const size_t l4 = 14 + 20;
+  auto with = [&](size_t at, uint16_t value) {
+    std::vector<uint8_t> f = frame;
+    f[l4 + at] = static_cast<uint8_t>(value >> 8);
+    f[l4 + at + 1] = static_cast<uint8_t>(value);
+    return ParseEthernet(f, ParseOptions{.verify_checksums = false});
+  };
+  EXPECT_EQ(with(4, 0).malformed, Malformed::kNone);
+  EXPECT_EQ(with(4, 8).malformed, Malformed::kNone);
+  EXPECT_EQ(with(4, 28).malformed, Malformed::kNone);
+  EXPECT_EQ(with(4, 4).malformed, Malformed::kBadL4Header);
+  EXPECT_EQ(with(4, 29).malformed, Malformed::kBadL4Header);
+  EXPECT_EQ(with(6, 0).malformed, Malformed::kBadL4Header);
+}
+
 // The checksum is summed 8 and 32 bytes at a time: every payload length from 0 to 80
 // (tails of every size, odd lengths) over IPv4 and IPv6, the correct packet and one with a
 // payload byte changed, checked against a plain 16-bit big-endian RFC 1071 loop.
