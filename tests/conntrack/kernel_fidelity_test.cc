@@ -294,12 +294,8 @@ std::vector<Scenario> Scenarios() {
 
 TEST(KernelFidelity, ScriptedSequencesMatchTheKernel) {
   std::string why;
-  if (!LabPrerequisites(&why)) GTEST_SKIP() << why;
   KernelLab kernel_lab;
-  if (!kernel_lab.Up(&why)) {
-    kernel_lab.Down();
-    GTEST_SKIP() << "kernel lab unavailable: " << why;
-  }
+  if (!StartLab(kernel_lab, &why)) GTEST_SKIP() << why;
   MonotonicClock clock;
   TimeoutPolicy timeouts;
   int steps = 0;
@@ -334,12 +330,8 @@ TEST(KernelFidelity, ScriptedSequencesMatchTheKernel) {
 // INVALID to the kernel (malformed to nwfq's parser, P1).
 TEST(KernelFidelity, UdpLiteChecksumQuirk) {
   std::string why;
-  if (!LabPrerequisites(&why)) GTEST_SKIP() << why;
   KernelLab kernel_lab;
-  if (!kernel_lab.Up(&why)) {
-    kernel_lab.Down();
-    GTEST_SKIP() << "kernel lab unavailable: " << why;
-  }
+  if (!StartLab(kernel_lab, &why)) GTEST_SKIP() << why;
   // How: 0 kernel's checksum, 1 RFC 3828 checksum, 2 zero checksum, 3 coverage 4.
   auto state_of = [&](uint16_t sport, int how) {
     PacketFacts p = Udp(kC, sport, kS, 7400);

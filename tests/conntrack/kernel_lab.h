@@ -563,4 +563,13 @@ inline bool LabPrerequisites(std::string* why) {
   return true;
 }
 
+// The prerequisites, then the lab: false (the lab torn down) with the reason to skip on.
+inline bool StartLab(KernelLab& kernel_lab, std::string* why) {
+  if (!LabPrerequisites(why)) return false;
+  if (kernel_lab.Up(why)) return true;
+  kernel_lab.Down();
+  *why = "kernel lab unavailable: " + *why;
+  return false;
+}
+
 }  // namespace nwfq::ct::lab

@@ -190,12 +190,8 @@ TEST(KernelPcapFidelity, CapturesMatchTheKernel) {
     GTEST_SKIP() << "no shared captures at " << NWFQ_SHARED_DIR << "/pcaps (or set NWFQ_CT_PCAPS)";
   }
   std::string why;
-  if (!LabPrerequisites(&why)) GTEST_SKIP() << why;
   KernelLab kernel_lab;
-  if (!kernel_lab.Up(&why)) {
-    kernel_lab.Down();
-    GTEST_SKIP() << "kernel lab unavailable: " << why;
-  }
+  if (!StartLab(kernel_lab, &why)) GTEST_SKIP() << why;
   MonotonicClock clock;
   TimeoutPolicy timeouts;
   int total = 0;
