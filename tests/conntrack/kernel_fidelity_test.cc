@@ -35,6 +35,9 @@ struct Step {
   PacketFacts p;
   double sleep_before = 0;       // seconds
   std::vector<uint8_t> l4 = {};  // SCTP: the transport bytes sent (p has what was parsed)
+  // > 0: before this step, the ICMP timeout becomes this many seconds on both sides (the
+  // kernel's net.netfilter.nf_conntrack_icmp_timeout, our TimeoutPolicy).
+  int icmp_timeout = 0;
 };
 
 struct Scenario {
@@ -263,6 +266,17 @@ std::vector<Scenario> Scenarios() {
         {"unreachable quoting ESP", IcmpError(kS, kC, 3, 1, Other(true, 50, 0x1001))},
         {"unreachable quoting GRE", IcmpError(kS, kC, 3, 1, Other(true, 47))},
         {"unreachable quoting protocol 254", IcmpError(kS, kC, 3, 2, Other(true, 254))}}},
+      // The run-time ICMP timeout (`nwfqctl timeout set icmp 1`) against the kernel's sysctl:
+      // an existing connection keeps its deadline until its next packet, which refreshes it
+      // with the new timeout; new connections get it at once. 30 s is the default.
+      {"icmp timeout changed at run time",
+       {{"echo request", Icmp(kC, kS, 8, 4301)},
+        {"reply 1.5 s after the timeout became 1 s", Icmp(kS, kC, 0, 4301), 1.5, {}, 1},
+        {"request 1.5 s later: expired", Icmp(kC, kS, 8, 4301), 1.5},
+        {"another echo", Icmp(kC, kS, 8, 4302)},
+        {"its reply 1.5 s later: no request any more", Icmp(kS, kC, 0, 4302), 1.5},
+        {"back to 30 s", Icmp(kC, kS, 8, 4303), 0, {}, 30},
+        {"reply 1.5 s later", Icmp(kS, kC, 0, 4303), 1.5}}},
       {"udp unreplied, replied, stream",
        {{"query", udp_q},
         {"answer", udp_a},
@@ -304,6 +318,11 @@ TEST(KernelFidelity, ScriptedSequencesMatchTheKernel) {
     kernel_lab.Flush();
     Table ours(TableOptions{.capacity = 1024});
     for (const Step& step : sc.steps) {
+      if (step.icmp_timeout > 0) {
+        ASSERT_TRUE(kernel_lab.SetSysctl("net.netfilter.nf_conntrack_icmp_timeout",
+                                         std::to_string(step.icmp_timeout)));
+        ASSERT_TRUE(timeouts.Set("icmp", static_cast<uint32_t>(step.icmp_timeout)).ok());
+      }
       if (step.sleep_before > 0) {
         std::this_thread::sleep_for(std::chrono::duration<double>(step.sleep_before));
       }

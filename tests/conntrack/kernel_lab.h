@@ -363,6 +363,11 @@ class KernelLab {
 
   void Flush() { Ok("ip netns exec nwfq-ct-k conntrack -F"); }
 
+  // A sysctl of the conntrack namespace (its own netns copy; the root's is not touched).
+  bool SetSysctl(const std::string& name, const std::string& value) {
+    return Ok("ip netns exec nwfq-ct-k sysctl -qw " + name + "=" + value);
+  }
+
   // `l4`: the transport bytes to send instead of the ones rebuilt from `p` (SCTP chunks).
   // `rfc_udplite`: a UDP-Lite checksum as RFC 3828 makes it (see PseudoProto).
   bool Send(const PacketFacts& p, const std::vector<uint8_t>& l4 = {}, bool rfc_udplite = false) {
