@@ -97,8 +97,6 @@ bool Rebuildable(uint8_t proto) {
   }
 }
 
-uint16_t Be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
-
 // Packets of `path` the lab can rebuild faithfully, addresses mapped.
 std::vector<Replayed> Load(const std::string& path, std::string* why) {
   std::vector<Replayed> out;
@@ -126,9 +124,7 @@ std::vector<Replayed> Load(const std::string& path, std::string* why) {
     // checksum recomputed): PacketFacts holds too little of them to rebuild them.
     std::vector<uint8_t> raw;
     if (v.l4proto == 132 || v.l4proto == 47 || v.l4proto == 50 || v.l4proto == 51) {
-      const uint8_t* l3 = data + v.l3_offset;
-      const size_t ip_end =
-          v.l3_offset + (v.family == 4 ? size_t{Be16(l3 + 2)} : 40 + size_t{Be16(l3 + 4)});
+      const size_t ip_end = size_t{v.l3_offset} + v.ip_len;
       if (ip_end > h->caplen || ip_end < v.l4_offset + (v.l4proto == 132 ? 12u : 0u)) {
         continue;  // cut short by the capture
       }
