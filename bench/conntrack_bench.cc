@@ -226,6 +226,7 @@ void TcpHit(benchmark::State& state, bool batched) {
     t.Track(TcpSegment(i, true, kTcpSyn | kTcpAck, 5000, 1001, 0), to, now);
   }
   const std::vector<uint32_t> order = Shuffled(n, 2);
+  const uint64_t created = t.stats().new_conns;
   PacketFacts buf[kBatch];
   for (PacketFacts& p : buf) p = TcpSegment(0, false, kTcpAck, 0, 0, 0);
   PacketFacts* ptrs[kBatch];
@@ -262,6 +263,7 @@ void TcpHit(benchmark::State& state, bool batched) {
   state.SetItemsProcessed(items);
   SetBytes(state, t, n);
   if (t.stats().invalid != 0) state.SkipWithError("a segment was INVALID");
+  if (t.stats().new_conns != created) state.SkipWithError("a lookup missed");
 }
 void BM_TcpHit(benchmark::State& state) { TcpHit(state, false); }
 void BM_TcpHitBatch(benchmark::State& state) { TcpHit(state, true); }

@@ -118,7 +118,18 @@ inline uint32_t TimeoutMs(const TimeoutPolicy& t, TimeoutClass c) {
 
 // TCP (tcp.cc). `TcpNew` initialises a tentative entry (kernel tcp_new); false = INVALID.
 bool TcpNew(Table::Entry& e, const TrackContext& ctx);
+// kernel tcp_packet(): TcpEstablishedAck when it applies, else TcpPacketFull.
 Verdict TcpPacket(Table::Entry& e, const TrackContext& ctx);
+// The common packet of a live connection on its own short path: an ACK segment (no SYN,
+// FIN or RST) of an ESTABLISHED connection that has seen its reply, inside the window.
+// Decides, updates and refreshes exactly as TcpPacketFull would (tcp_fast_path_test
+// compares the two on random segments) and returns true; anything else returns false
+// without touching the entry or the record. Table::Track calls it before building a
+// tracker context: it is most TCP packets.
+bool TcpEstablishedAck(Table::Entry& e, TcpConn& t, const PacketFacts& p, int dir, uint32_t now_ms,
+                       const TimeoutPolicy& timeouts, const TableOptions& options);
+// Every case of tcp_packet(), the short path's included.
+Verdict TcpPacketFull(Table::Entry& e, const TrackContext& ctx);
 // The kernel's tcp_valid_flags check (tcp_error): false = INVALID before any lookup.
 bool TcpFlagsValid(uint8_t flags);
 // Transition table lookup, exposed for the row-by-row test: returns a TcpState value,

@@ -121,6 +121,11 @@ struct FlowProbe {
   bool lookup = false;          // false: nothing to prefetch (no key, fragment, ICMP error)
   bool record = false;          // TCP, SCTP or IPv6: the entry has a pool record (PrefetchRecord)
   bool v4_port = false;         // IPv4 TCP/UDP/UDPLite/SCTP: Track's short hit path applies
+  // Set by PrefetchEntry: the first slot whose tag matched (UINT32_MAX: none, or not asked).
+  // A hint only: PrefetchRecord reads that entry, and Track compares the key there before
+  // it reads the tags again; a slot that changed since (an insert or removal by an earlier
+  // packet of the batch) just fails that compare.
+  uint32_t slot = UINT32_MAX;
 };
 
 class Table {
@@ -165,9 +170,9 @@ class Table {
     __builtin_prefetch(&tags_[probe.bucket[1] * kBucketSlots]);
   }
   // Returns the slot of the first entry whose tag matches (the connection's slot unless a
-  // tag collides), UINT32_MAX if none: callers with per-slot data of their own (the
-  // engine's decision cache) prefetch it too.
-  uint32_t PrefetchEntry(const FlowProbe& probe) const;
+  // tag collides), UINT32_MAX if none, and notes it in `probe.slot`: callers with per-slot
+  // data of their own (the engine's decision cache) prefetch it too.
+  uint32_t PrefetchEntry(FlowProbe& probe) const;
   void PrefetchRecord(const FlowProbe& probe) const {
     if (probe.record) PrefetchRecordOf(probe);
   }

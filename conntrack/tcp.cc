@@ -158,6 +158,80 @@ inline WindowResult Complain(const Table::Entry& e, const TrackContext& ctx, Win
   return r;
 }
 
+// The end of tcp_in_window() for a segment that passed checks I-IV: the sender's and the
+// receiver's window state, then the retransmission check of ACK segments. `win_raw` is the
+// segment's unscaled window.
+[[gnu::always_inline]] inline void UpdateWindows(Table::Entry& e, TcpConn& t, int s, uint32_t end,
+                                                 uint32_t ack, uint32_t sack, uint16_t win_raw,
+                                                 bool syn, bool has_ack, int index) {
+  const int r = 1 - s;
+  uint32_t win = win_raw;
+  if (!syn) win <<= Scale(t, s);  // RFC 1323 window scaling
+  uint32_t swin = win + (sack - ack);
+  if (t.td_maxwin[s] < swin) t.td_maxwin[s] = swin;
+  if (After(end, t.td_end[s])) {
+    t.td_end[s] = end;
+    SetDirFlag(t, s, kTdUnacked);
+  }
+  if (has_ack) {
+    if (!(DirFlags(t, s) & kTdMaxackSet)) {
+      t.td_maxack[s] = ack;
+      SetDirFlag(t, s, kTdMaxackSet);
+    } else if (After(ack, t.td_maxack[s])) {
+      t.td_maxack[s] = ack;
+    }
+  }
+  // Update the receiver.
+  if (t.td_maxwin[r] != 0 && After(end, t.td_maxend[s])) t.td_maxwin[r] += end - t.td_maxend[s];
+  if (After(sack + win, t.td_maxend[r] - 1)) {
+    t.td_maxend[r] = sack + win;
+    if (win == 0) ++t.td_maxend[r];
+  }
+  if (ack == t.td_end[r]) ClearDirFlag(t, r, kTdUnacked);
+
+  // Retransmission check (the same ACK segment again).
+  if (index == kTcpAckSet) {
+    if (LastDir(e) == s && t.last_ack == ack && t.last_end == end && t.last_win == win_raw) {
+      SetRetrans(e, Retrans(e) + 1);
+    } else {
+      SetLast(e, LastIndex(e), s);
+      t.last_ack = ack;
+      t.last_end = end;
+      t.last_win = win_raw;
+      SetRetrans(e, 0);
+    }
+  }
+}
+
+// Checks I-IV of tcp_in_window(), in the kernel's order: the first one the segment
+// (`seq`..`end`, acknowledging `sack`) fails, kInWindow if none.
+enum class WindowCheck { kInWindow, kAboveWindow, kAckAboveData, kOldData, kOldAck };
+[[gnu::always_inline]] inline WindowCheck CheckWindow(const TcpConn& t, int s, uint32_t seq,
+                                                      uint32_t end, uint32_t sack) {
+  const int r = 1 - s;
+  // I. Upper bound for valid data: seq <= sender.td_maxend.
+  if (!Before(seq, t.td_maxend[s] + 1)) return WindowCheck::kAboveWindow;
+  // III. Upper bound for a valid ack: sack <= receiver.td_end.
+  if (!Before(sack, t.td_end[r] + 1)) return WindowCheck::kAckAboveData;
+  // II. Lower bound for valid data: already acked data retransmitted (none while the
+  // receiver's window is unknown).
+  if (t.td_maxwin[r] != 0 && !After(end, t.td_end[s] - t.td_maxwin[r] - 1)) {
+    return WindowCheck::kOldData;
+  }
+  // IV. Lower bound for a valid ack: overly delayed.
+  if (!After(sack, t.td_end[r] - MaxAckWindow(t.td_maxwin[s]) - 1)) return WindowCheck::kOldAck;
+  return WindowCheck::kInWindow;
+}
+
+// The acknowledgement the window checks use: with SACK permitted by the receiver `r`, the
+// segment's highest SACK edge if it is beyond the ACK.
+inline uint32_t SackOrAck(const Table::Entry& e, const PacketFacts& p, int r) {
+  if (SackPerm(e, r) && p.tcp_sack_present && After(p.tcp_sack_edge, p.tcp_ack)) {
+    return p.tcp_sack_edge;
+  }
+  return p.tcp_ack;
+}
+
 // Kernel tcp_in_window().
 WindowResult InWindow(Table::Entry& e, const TrackContext& ctx, int index) {
   const PacketFacts& p = ctx.p;
@@ -168,11 +242,7 @@ WindowResult InWindow(Table::Entry& e, const TrackContext& ctx, int index) {
   const bool has_ack = p.tcp_flags & kTcpAck;
   uint32_t seq = p.tcp_seq;
   uint32_t ack = p.tcp_ack;
-  uint32_t sack = ack;
-  // With SACK permitted by the receiver, the highest SACK edge counts as the ack.
-  if (SackPerm(e, r) && p.tcp_sack_present && After(p.tcp_sack_edge, sack)) {
-    sack = p.tcp_sack_edge;
-  }
+  uint32_t sack = SackOrAck(e, p, r);
   const uint16_t win_raw = p.tcp_window;
   uint32_t win = win_raw;
   uint32_t end = SegmentEnd(p);
@@ -212,65 +282,29 @@ WindowResult InWindow(Table::Entry& e, const TrackContext& ctx, int index) {
     seq = end = t.td_end[s];  // RST answering a SYN
   }
 
-  // I. Upper bound for valid data: seq <= sender.td_maxend.
-  if (!Before(seq, t.td_maxend[s] + 1)) {
-    uint32_t overshot = end - t.td_maxend[s] + 1;
-    bool ack_ok = After(sack, t.td_end[r] - MaxAckWindow(t.td_maxwin[s]) - 1);
-    bool in_recv_win = t.td_maxwin[r] && After(end, t.td_end[s] - t.td_maxwin[r] - 1);
-    if (in_recv_win && ack_ok && overshot <= t.td_maxwin[r] && Before(sack, t.td_end[r] + 1)) {
-      // A TCP sending more than the window allows: remember the data so that its ACK
-      // does not look like acking unseen data later.
-      t.td_end[s] = end;
-      SetDirFlag(t, s, kTdUnacked);
+  switch (CheckWindow(t, s, seq, end, sack)) {
+    case WindowCheck::kInWindow:
+      break;
+    case WindowCheck::kAboveWindow: {
+      uint32_t overshot = end - t.td_maxend[s] + 1;
+      bool ack_ok = After(sack, t.td_end[r] - MaxAckWindow(t.td_maxwin[s]) - 1);
+      bool in_recv_win = t.td_maxwin[r] && After(end, t.td_end[s] - t.td_maxwin[r] - 1);
+      if (in_recv_win && ack_ok && overshot <= t.td_maxwin[r] && Before(sack, t.td_end[r] + 1)) {
+        // A TCP sending more than the window allows: remember the data so that its ACK
+        // does not look like acking unseen data later.
+        t.td_end[s] = end;
+        SetDirFlag(t, s, kTdUnacked);
+        return Complain(e, ctx, WindowResult::kIgnore);
+      }
+      return Complain(e, ctx, WindowResult::kInvalid);
+    }
+    case WindowCheck::kAckAboveData:
+      return Complain(e, ctx, WindowResult::kInvalid);
+    case WindowCheck::kOldData:
+    case WindowCheck::kOldAck:
       return Complain(e, ctx, WindowResult::kIgnore);
-    }
-    return Complain(e, ctx, WindowResult::kInvalid);
   }
-  // III. Upper bound for a valid ack: sack <= receiver.td_end.
-  if (!Before(sack, t.td_end[r] + 1)) return Complain(e, ctx, WindowResult::kInvalid);
-  // II. Lower bound for valid data: already acked data retransmitted.
-  bool in_recv_win = !t.td_maxwin[r] || After(end, t.td_end[s] - t.td_maxwin[r] - 1);
-  if (!in_recv_win) return Complain(e, ctx, WindowResult::kIgnore);
-  // IV. Lower bound for a valid ack: overly delayed.
-  if (!After(sack, t.td_end[r] - MaxAckWindow(t.td_maxwin[s]) - 1)) {
-    return Complain(e, ctx, WindowResult::kIgnore);
-  }
-
-  if (!syn) win <<= Scale(t, s);  // RFC 1323 window scaling
-  uint32_t swin = win + (sack - ack);
-  if (t.td_maxwin[s] < swin) t.td_maxwin[s] = swin;
-  if (After(end, t.td_end[s])) {
-    t.td_end[s] = end;
-    SetDirFlag(t, s, kTdUnacked);
-  }
-  if (has_ack) {
-    if (!(DirFlags(t, s) & kTdMaxackSet)) {
-      t.td_maxack[s] = ack;
-      SetDirFlag(t, s, kTdMaxackSet);
-    } else if (After(ack, t.td_maxack[s])) {
-      t.td_maxack[s] = ack;
-    }
-  }
-  // Update the receiver.
-  if (t.td_maxwin[r] != 0 && After(end, t.td_maxend[s])) t.td_maxwin[r] += end - t.td_maxend[s];
-  if (After(sack + win, t.td_maxend[r] - 1)) {
-    t.td_maxend[r] = sack + win;
-    if (win == 0) ++t.td_maxend[r];
-  }
-  if (ack == t.td_end[r]) ClearDirFlag(t, r, kTdUnacked);
-
-  // Retransmission check (the same ACK segment again).
-  if (index == kTcpAckSet) {
-    if (LastDir(e) == s && t.last_ack == ack && t.last_end == end && t.last_win == win_raw) {
-      SetRetrans(e, Retrans(e) + 1);
-    } else {
-      SetLast(e, LastIndex(e), s);
-      t.last_ack = ack;
-      t.last_end = end;
-      t.last_win = win_raw;
-      SetRetrans(e, 0);
-    }
-  }
+  UpdateWindows(e, t, s, end, ack, sack, win_raw, syn, has_ack, index);
   return WindowResult::kAccept;
 }
 
@@ -298,6 +332,26 @@ TimeoutClass StateTimeout(uint8_t state) {
       break;
   }
   return TimeoutClass::kTcpClose;
+}
+
+// The timeout tcp_packet() gives an in-window segment that moved the connection to
+// `new_state`: the state's own, shortened after too many retransmissions, for a RST, while
+// data is unacknowledged and while the receiver's window is zero.
+[[gnu::always_inline]] inline uint32_t Timeout(const Table::Entry& e, const TcpConn& t,
+                                               const TimeoutPolicy& to, const TableOptions& options,
+                                               uint8_t new_state, int index) {
+  const uint32_t state_timeout = TimeoutMs(to, StateTimeout(new_state));
+  const uint32_t retrans_timeout = TimeoutMs(to, TimeoutClass::kTcpRetrans);
+  const uint32_t unack_timeout = TimeoutMs(to, TimeoutClass::kTcpUnack);
+  if (Retrans(e) >= options.tcp_max_retrans && state_timeout > retrans_timeout) {
+    return retrans_timeout;
+  }
+  if (index == kTcpRstSet) return TimeoutMs(to, TimeoutClass::kTcpClose);
+  if (((DirFlags(t, 0) | DirFlags(t, 1)) & kTdUnacked) && state_timeout > unack_timeout) {
+    return unack_timeout;
+  }
+  if (t.last_win == 0 && state_timeout > retrans_timeout) return retrans_timeout;
+  return state_timeout;
 }
 
 bool CanEarlyDrop(uint8_t state) {
@@ -391,7 +445,32 @@ bool TcpNew(Table::Entry& e, const TrackContext& ctx) {
   return true;
 }
 
+bool TcpEstablishedAck(Table::Entry& e, TcpConn& t, const PacketFacts& p, int dir, uint32_t now_ms,
+                       const TimeoutPolicy& timeouts, const TableOptions& options) {
+  // Only SYN, FIN, RST and ACK choose the transition table's row (PSH and URG do not).
+  if (e.pstate != sES || (p.tcp_flags & (kTcpSyn | kTcpFin | kTcpRst | kTcpAck)) != kTcpAck ||
+      !(e.flags & kEfSeenReply) || t.td_maxwin[dir] == 0) {
+    return false;
+  }
+  const uint32_t end = p.tcp_seq + p.payload_len;
+  const uint32_t sack = SackOrAck(e, p, 1 - dir);
+  if (CheckWindow(t, dir, p.tcp_seq, end, sack) != WindowCheck::kInWindow) return false;
+  UpdateWindows(e, t, dir, end, p.tcp_ack, sack, p.tcp_window, /*syn=*/false, /*has_ack=*/true,
+                kTcpAckSet);
+  SetLast(e, kTcpAckSet, dir);
+  e.deadline_ms = now_ms + Timeout(e, t, timeouts, options, sES, kTcpAckSet);
+  e.flags |= kEfAssured;  // ES -> ES with a reply seen (TcpPacketFull: assured on a valid ACK)
+  return true;
+}
+
 Verdict TcpPacket(Table::Entry& e, const TrackContext& ctx) {
+  if (TcpEstablishedAck(e, *ctx.tcp, ctx.p, ctx.dir, ctx.now_ms, ctx.timeouts, ctx.options)) {
+    return Verdict::kAccept;
+  }
+  return TcpPacketFull(e, ctx);
+}
+
+Verdict TcpPacketFull(Table::Entry& e, const TrackContext& ctx) {
   const PacketFacts& p = ctx.p;
   TcpConn& t = *ctx.tcp;
   const int dir = ctx.dir;
@@ -519,29 +598,14 @@ Verdict TcpPacket(Table::Entry& e, const TrackContext& ctx) {
   e.pstate = new_state;
   if (old_state != new_state && new_state == sFW) SetDirFlag(t, dir, kTdCloseInit);
 
-  const TimeoutPolicy& to = ctx.timeouts;
-  const uint32_t state_timeout = TimeoutMs(to, StateTimeout(new_state));
-  const uint32_t retrans_timeout = TimeoutMs(to, TimeoutClass::kTcpRetrans);
-  const uint32_t unack_timeout = TimeoutMs(to, TimeoutClass::kTcpUnack);
-  uint32_t timeout;
-  if (Retrans(e) >= ctx.options.tcp_max_retrans && state_timeout > retrans_timeout) {
-    timeout = retrans_timeout;
-  } else if (index == kTcpRstSet) {
-    timeout = TimeoutMs(to, TimeoutClass::kTcpClose);
-  } else if (((DirFlags(t, 0) | DirFlags(t, 1)) & kTdUnacked) && state_timeout > unack_timeout) {
-    timeout = unack_timeout;
-  } else if (t.last_win == 0 && state_timeout > retrans_timeout) {
-    timeout = retrans_timeout;
-  } else {
-    timeout = state_timeout;
-  }
-
+  uint32_t timeout = Timeout(e, t, ctx.timeouts, ctx.options, new_state, index);
   if (!(e.flags & kEfSeenReply)) {
     // The only reply is a RST: not an established connection, delete it at once.
     if (p.tcp_flags & kTcpRst) return Verdict::kKill;
     // Do not renew the timeout on a retransmitted SYN (port reuse could keep it forever).
     if (index == kTcpSynSet && old_state == sSS) return Verdict::kAccept;
     // Picked up mid-stream without a reply yet: no long ESTABLISHED timeout.
+    const uint32_t unack_timeout = TimeoutMs(ctx.timeouts, TimeoutClass::kTcpUnack);
     if (new_state == sES && timeout > unack_timeout) timeout = unack_timeout;
   } else if (!(e.flags & kEfAssured) && (old_state == sSR || old_state == sES) &&
              new_state == sES) {

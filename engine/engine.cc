@@ -841,8 +841,14 @@ void Engine::DecideBatch(std::span<const BatchPacket> packets, ct::Nanos now,
   // The connection's entry and, through the slot its tag points at, the decision-cache
   // entries of that slot (both directions): with many connections the cache line was the
   // one miss left (three quarters of Finish's samples at 64K flows under perf).
-  auto prefetch_entry = [&](const Staged& s) {
-    if (!s.has_facts || s.repeat) return;
+  // A repeat takes the slot found for the packet before it (FlowProbe::slot, Track's hint).
+  auto prefetch_entry = [&](size_t j) {
+    Staged& s = ring[j % kRing];
+    if (!s.has_facts) return;
+    if (s.repeat) {
+      s.probe.slot = ring[(j + kRing - 1) % kRing].probe.slot;
+      return;
+    }
     BindingState& b = *held[s.held].bd.b;
     const uint32_t slot = b.table.PrefetchEntry(s.probe);
     if (slot >= b.cache_slots) return;
@@ -850,7 +856,7 @@ void Engine::DecideBatch(std::span<const BatchPacket> packets, ct::Nanos now,
     __builtin_prefetch(c);
     __builtin_prefetch(c + 2 * sizeof(CachedDecision) - 1);
   };
-  for (size_t i = 0; i < std::min(n, kEntryAhead); ++i) prefetch_entry(ring[i % kRing]);
+  for (size_t i = 0; i < std::min(n, kEntryAhead); ++i) prefetch_entry(i);
   // The headers of the packet staged next-but-four: its parse then finds them in cache
   // (a receive buffer just written by the kernel usually is; a replayed capture is not).
   auto prefetch_frame = [&](size_t j) {
@@ -863,7 +869,7 @@ void Engine::DecideBatch(std::span<const BatchPacket> packets, ct::Nanos now,
   for (size_t i = 0; i < n; ++i) {
     if (i + kFrameAhead < n) prefetch_frame(i + kFrameAhead);
     if (i + kIndexAhead < n) stage(i + kIndexAhead);
-    if (i + kEntryAhead < n) prefetch_entry(ring[(i + kEntryAhead) % kRing]);
+    if (i + kEntryAhead < n) prefetch_entry(i + kEntryAhead);
     if (i + kRecordAhead < n) {  // TCP / IPv6: the entry's pool record
       const Staged& s = ring[(i + kRecordAhead) % kRing];
       if (s.has_facts && !s.repeat && s.probe.record)
