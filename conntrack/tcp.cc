@@ -340,17 +340,21 @@ TimeoutClass StateTimeout(uint8_t state) {
 [[gnu::always_inline]] inline uint32_t Timeout(const Table::Entry& e, const TcpConn& t,
                                                const TimeoutPolicy& to, const TableOptions& options,
                                                uint8_t new_state, int index) {
+  // The kernel's order of tests; a policy value is read only when its test needs it.
   const uint32_t state_timeout = TimeoutMs(to, StateTimeout(new_state));
-  const uint32_t retrans_timeout = TimeoutMs(to, TimeoutClass::kTcpRetrans);
-  const uint32_t unack_timeout = TimeoutMs(to, TimeoutClass::kTcpUnack);
-  if (Retrans(e) >= options.tcp_max_retrans && state_timeout > retrans_timeout) {
-    return retrans_timeout;
+  if (Retrans(e) >= options.tcp_max_retrans) {
+    const uint32_t retrans_timeout = TimeoutMs(to, TimeoutClass::kTcpRetrans);
+    if (state_timeout > retrans_timeout) return retrans_timeout;
   }
   if (index == kTcpRstSet) return TimeoutMs(to, TimeoutClass::kTcpClose);
-  if (((DirFlags(t, 0) | DirFlags(t, 1)) & kTdUnacked) && state_timeout > unack_timeout) {
-    return unack_timeout;
+  if ((DirFlags(t, 0) | DirFlags(t, 1)) & kTdUnacked) {
+    const uint32_t unack_timeout = TimeoutMs(to, TimeoutClass::kTcpUnack);
+    if (state_timeout > unack_timeout) return unack_timeout;
   }
-  if (t.last_win == 0 && state_timeout > retrans_timeout) return retrans_timeout;
+  if (t.last_win == 0) {
+    const uint32_t retrans_timeout = TimeoutMs(to, TimeoutClass::kTcpRetrans);
+    if (state_timeout > retrans_timeout) return retrans_timeout;
+  }
   return state_timeout;
 }
 
