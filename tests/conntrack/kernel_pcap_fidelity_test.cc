@@ -4,8 +4,10 @@
 // (captures taken with checksum offload would otherwise be INVALID for both; SCTP, GRE, ESP
 // and AH keep their captured transport bytes) and played, as fast as the per-packet
 // comparison allows, through the kernel's conntrack and through ours.
-// NWFQ_CT_PCAPS=a.pcap:b.pcap replays other Ethernet captures instead (first 150 packets of
-// each). Skips when the captures, root or the tools are missing. Label: integration.
+// NWFQ_CT_PCAPS=a.pcap:b.pcap replays other Ethernet captures instead, and
+// NWFQ_CT_PCAP_PACKETS=N replays up to N packets of each (default 150: the comparison after
+// every packet makes a long capture take minutes). Skips when the captures, root or the
+// tools are missing. Label: integration.
 #include <pcap/pcap.h>
 
 #include <algorithm>
@@ -26,6 +28,15 @@ namespace nwfq::ct {
 namespace {
 
 using namespace lab;  // NOLINT: the lab and its helpers
+
+// Packets replayed per capture unless NWFQ_CT_PCAP_PACKETS says otherwise.
+constexpr size_t kDefaultPacketsPerCapture = 150;
+
+size_t PacketsPerCapture() {
+  const char* env = getenv("NWFQ_CT_PCAP_PACKETS");
+  if (env == nullptr || *env == '\0') return kDefaultPacketsPerCapture;
+  return std::strtoul(env, nullptr, 10);
+}
 
 // Captures replayed, relative to the shared pcaps directory (<= 150 packets each).
 const char* const kCaptures[] = {
@@ -114,7 +125,8 @@ std::vector<Replayed> Load(const std::string& path, std::string* why) {
   AddressMap map;
   pcap_pkthdr* h;
   const u_char* data;
-  while (pcap_next_ex(pc, &h, &data) == 1 && out.size() < 150) {
+  const size_t limit = PacketsPerCapture();
+  while (pcap_next_ex(pc, &h, &data) == 1 && out.size() < limit) {
     engine::PacketView v = engine::ParseEthernet({data, h->caplen}, engine::ParseOptions{});
     if (v.malformed != engine::Malformed::kNone || v.family == 0 || v.fragment || !v.has_l4) {
       continue;
