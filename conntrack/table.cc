@@ -361,17 +361,17 @@ static_assert(offsetof(Table::Entry, src) == 0 && offsetof(Table::Entry, dst) ==
               offsetof(Table::Entry, l4proto) == 12 && offsetof(Table::Entry, flags) == 13);
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "V4Key packs words little-endian");
 constexpr uint64_t kV4WordMask = 0x0000'00ff'ffff'ffffULL | (uint64_t{kEfIpv6 | kEfUsed} << 40);
-// The flag bits kV4WordMask keeps, as an IPv4 entry in use has them.
-constexpr uint64_t kV4Used = uint64_t{kEfUsed} << 40;
 
 inline V4Key MakeV4Key(const FlowFacts& f) {
   const uint64_t src = Load32(f.src.data()), dst = Load32(f.dst.data());
-  const uint64_t proto = uint64_t{f.l4proto} << 32;
+  // The protocol byte and, after it, the flag bits kV4WordMask keeps as an IPv4 entry in
+  // use has them (kEfUsed set, kEfIpv6 clear), built in one register.
+  const uint64_t proto = (uint64_t{f.l4proto} | uint64_t{kEfUsed} << 8) << 32;
   V4Key k;
   k.fwd0 = src | dst << 32;
   k.rev0 = dst | src << 32;
-  k.fwd1 = uint64_t{f.sport} | uint64_t{f.dport} << 16 | proto | kV4Used;
-  k.rev1 = uint64_t{f.dport} | uint64_t{f.sport} << 16 | proto | kV4Used;
+  k.fwd1 = uint64_t{f.sport} | uint64_t{f.dport} << 16 | proto;
+  k.rev1 = uint64_t{f.dport} | uint64_t{f.sport} << 16 | proto;
   // EndpointWord of a zero-extended IPv4 address: the address in the low word.
   k.a = src ^ static_cast<uint64_t>(f.sport) << 40;
   k.b = dst ^ static_cast<uint64_t>(f.dport) << 40;
