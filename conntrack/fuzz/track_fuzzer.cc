@@ -1,9 +1,10 @@
 // libFuzzer target for the connection tracker: the input is a program of packets (a few
 // hosts and ports, so that packets meet each other's connections; TCP flags, sequence
 // numbers near the connection's, windows, options; ICMP errors quoting earlier packets;
-// fragments, bad checksums), verdicts (confirm or discard), clock steps and table
-// operations (sweep, erase, flush) on a small table, so that eviction, cuckoo moves and
-// pool recycling run all the time. Checks the table's invariants after every step; ASan
+// fragments, bad checksums), tracked one by one or the batched way (with any slot as
+// Track's hint), verdicts (confirm or discard), clock steps and table operations (sweep,
+// erase, flush) on a small table, so that eviction, cuckoo moves and pool recycling run all
+// the time. Checks the table's invariants after every step; ASan
 // and UBSan (fuzz preset) check the rest.
 #include <cstddef>
 #include <cstdint>
@@ -19,6 +20,7 @@ namespace {
 
 using nwfq::ct::ConnInfo;
 using nwfq::ct::FlowFacts;
+using nwfq::ct::FlowProbe;
 using nwfq::ct::Nanos;
 using nwfq::ct::PacketFacts;
 using nwfq::ct::State;
@@ -152,7 +154,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       p.inner = last.flow;
       if (op & 2) p.flow.dst = p.inner.src;  // a well-addressed error
     }
-    const TrackResult r = table.Track(p, timeouts, now);
+    TrackResult r;
+    if (op & 0x4) {
+      // The batched way: Probe, the prefetch stages, Track(p, probe). The slot hint is the
+      // one PrefetchEntry found or, as a stale hint would be, any slot at all.
+      FlowProbe w = table.Probe(p);
+      table.PrefetchIndex(w);
+      table.PrefetchEntry(w);
+      if (op & 0x8) w.slot = in.U16() % table.slot_count();
+      table.PrefetchRecord(w);
+      r = table.Track(p, w, timeouts, now);
+    } else {
+      r = table.Track(p, timeouts, now);
+    }
     const bool accept = op & 0x10;
     if (r.tentative && !r.entry.valid()) Fail("tentative without entry");
     if ((r.state == State::kInvalid || r.state == State::kUntracked) && r.entry.valid()) {
