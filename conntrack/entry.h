@@ -130,8 +130,18 @@ bool TcpEstablishedAck(Table::Entry& e, TcpConn& t, const PacketFacts& p, int di
                        const TimeoutPolicy& timeouts, const TableOptions& options);
 // Every case of tcp_packet(), the short path's included.
 Verdict TcpPacketFull(Table::Entry& e, const TrackContext& ctx);
-// The kernel's tcp_valid_flags check (tcp_error): false = INVALID before any lookup.
-bool TcpFlagsValid(uint8_t flags);
+// The kernel's tcp_valid_flags check (tcp_error): false = INVALID before any lookup. One bit
+// per valid combination of FIN, SYN, RST, ACK and URG; PSH (and ECE/CWR, not in our flag
+// byte) are always valid. Inline: both lookups run it first, for every TCP packet.
+inline constexpr uint64_t kTcpValidFlagSets =
+    uint64_t{1} << kTcpSyn | uint64_t{1} << (kTcpSyn | kTcpUrg) |
+    uint64_t{1} << (kTcpSyn | kTcpAck) | uint64_t{1} << kTcpRst |
+    uint64_t{1} << (kTcpRst | kTcpAck) | uint64_t{1} << (kTcpFin | kTcpAck) |
+    uint64_t{1} << (kTcpFin | kTcpAck | kTcpUrg) | uint64_t{1} << kTcpAck |
+    uint64_t{1} << (kTcpAck | kTcpUrg);
+inline bool TcpFlagsValid(uint8_t flags) {
+  return (kTcpValidFlagSets >> (flags & (kTcpFin | kTcpSyn | kTcpRst | kTcpAck | kTcpUrg))) & 1;
+}
 // Transition table lookup, exposed for the row-by-row test: returns a TcpState value,
 // kTcpIv (invalid) or kTcpIg (ignore).
 inline constexpr uint8_t kTcpIv = 10;

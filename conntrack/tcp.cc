@@ -400,24 +400,6 @@ uint8_t TcpTransition(int dir, TcpIndex index, TcpState state) {
   return kTransitions[dir][index][static_cast<int>(state)];
 }
 
-bool TcpFlagsValid(uint8_t flags) {
-  // Kernel tcp_valid_flags: PSH (and ECE/CWR, not in our flag byte) are always valid.
-  switch (flags & (kTcpFin | kTcpSyn | kTcpRst | kTcpAck | kTcpUrg)) {
-    case kTcpSyn:
-    case kTcpSyn | kTcpUrg:
-    case kTcpSyn | kTcpAck:
-    case kTcpRst:
-    case kTcpRst | kTcpAck:
-    case kTcpFin | kTcpAck:
-    case kTcpFin | kTcpAck | kTcpUrg:
-    case kTcpAck:
-    case kTcpAck | kTcpUrg:
-      return true;
-    default:
-      return false;
-  }
-}
-
 bool TcpNew(Table::Entry& e, const TrackContext& ctx) {
   const PacketFacts& p = ctx.p;
   TcpIndex index = TcpIndexOf(p.tcp_flags);

@@ -3,6 +3,7 @@
 // each direction (in window), and the resulting TCP state and --ctstate are compared with
 // the kernel's tcp_conntracks table (Linux 6.x), including the special cases around it
 // (reopen from TIME_WAIT/CLOSE, simultaneous open, ignored packets keep the state).
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -169,6 +170,21 @@ TEST(TcpTransition, FlagClassAndValidity) {
   EXPECT_FALSE(TcpFlagsValid(kTcpSyn | kTcpFin));
   EXPECT_FALSE(TcpFlagsValid(kTcpSyn | kTcpRst));
   EXPECT_FALSE(TcpFlagsValid(0));
+}
+
+// Every flag byte against the kernel's tcp_valid_flags[] (nf_conntrack_proto_tcp.c), whose
+// index is FIN|SYN|RST|PSH|ACK|URG without PSH: these nine combinations, nothing else.
+TEST(TcpTransition, ValidFlagsAreTheKernelsNine) {
+  const std::vector<int> kernel_valid = {
+      kTcpSyn,           kTcpSyn | kTcpUrg, kTcpSyn | kTcpAck,           kTcpRst,
+      kTcpRst | kTcpAck, kTcpFin | kTcpAck, kTcpFin | kTcpAck | kTcpUrg, kTcpAck,
+      kTcpAck | kTcpUrg};
+  for (int flags = 0; flags < 64; ++flags) {  // our flag byte has no ECE/CWR
+    const int without_psh = flags & ~kTcpPsh;
+    const bool valid =
+        std::find(kernel_valid.begin(), kernel_valid.end(), without_psh) != kernel_valid.end();
+    EXPECT_EQ(TcpFlagsValid(static_cast<uint8_t>(flags)), valid) << "flags " << flags;
+  }
 }
 
 }  // namespace
