@@ -4,8 +4,8 @@
 // fragments, bad checksums), tracked one by one or the batched way (with any slot as
 // Track's hint), verdicts (confirm or discard), clock steps and table operations (sweep,
 // erase, flush) on a small table, so that eviction, cuckoo moves and pool recycling run all
-// the time. Checks the table's invariants after every step; ASan
-// and UBSan (fuzz preset) check the rest.
+// the time. Checks the table's invariants after every step; ASan and UBSan (fuzz preset)
+// check the rest.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
