@@ -23,6 +23,7 @@
 #endif
 
 #include "conntrack/entry.h"
+#include "conntrack/tcp_window.h"
 
 namespace nwfq::ct {
 
@@ -347,7 +348,7 @@ inline bool Expired(const Table::Entry& e, uint32_t now_ms) {
 // The fast key of the common case, an IPv4 TCP/UDP/UDPLite/SCTP packet: the entry's first
 // 16 bytes read as two words (src | dst, then sport | dport | l4proto | flags | ...),
 // compared with the packet's tuple in both orientations: two compares per orientation
-// instead of building a 40-byte Key and comparing field by field. kV4WordMask keeps the
+// instead of building a 40-byte Key and comparing field by field. kPortWordMask keeps the
 // ports, the protocol and two of the entry's flags: IPv6, which must be clear (an IPv6
 // entry's `src` is a record index that could equal an address), and in-use, which must be
 // set (a FlowProbe's slot hint may name a slot freed since, its old tuple still there).
@@ -360,11 +361,11 @@ static_assert(offsetof(Table::Entry, src) == 0 && offsetof(Table::Entry, dst) ==
               offsetof(Table::Entry, sport) == 8 && offsetof(Table::Entry, dport) == 10 &&
               offsetof(Table::Entry, l4proto) == 12 && offsetof(Table::Entry, flags) == 13);
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "V4Key packs words little-endian");
-constexpr uint64_t kV4WordMask = 0x0000'00ff'ffff'ffffULL | (uint64_t{kEfIpv6 | kEfUsed} << 40);
+constexpr uint64_t kPortWordMask = 0x0000'00ff'ffff'ffffULL | (uint64_t{kEfIpv6 | kEfUsed} << 40);
 
 inline V4Key MakeV4Key(const FlowFacts& f) {
   const uint64_t src = Load32(f.src.data()), dst = Load32(f.dst.data());
-  // The protocol byte and, after it, the flag bits kV4WordMask keeps as an IPv4 entry in
+  // The protocol byte and, after it, the flag bits kPortWordMask keeps as an IPv4 entry in
   // use has them (kEfUsed set, kEfIpv6 clear), built in one register.
   const uint64_t proto = (uint64_t{f.l4proto} | uint64_t{kEfUsed} << 8) << 32;
   V4Key k;
@@ -383,7 +384,7 @@ inline int MatchV4(const Table::Entry& e, const V4Key& k) {
   uint64_t w0, w1;
   std::memcpy(&w0, &e, 8);
   std::memcpy(&w1, reinterpret_cast<const char*>(&e) + 8, 8);
-  w1 &= kV4WordMask;
+  w1 &= kPortWordMask;
   if (w0 == k.fwd0 && w1 == k.fwd1) return 0;
   if (w0 == k.rev0 && w1 == k.rev1) return 1;
   return -1;
@@ -547,8 +548,11 @@ class TableInternals {
     return UINT32_MAX;
   }
 
-  // Find() for an IPv4 port-protocol key (the common case; see V4Key).
-  static uint32_t FindV4(Table& t, const V4Key& k, const FlowProbe& w, uint32_t now_ms, int& dir) {
+  // Find() with `match(entry)` (the entry's direction for this packet, -1: not this
+  // connection) instead of a Key: the short hit paths' lookup (MatchV4, MatchV6).
+  template <typename Match>
+  [[gnu::always_inline]] static uint32_t FindMatching(Table& t, const FlowProbe& w, uint32_t now_ms,
+                                                      int& dir, Match match) {
     const uint8_t tag = w.tag;
     // The second bucket's tags are read whenever the first has no match (every new
     // connection, and the connections living there): ask for them now, so that the two
@@ -558,7 +562,7 @@ class TableInternals {
       const uint32_t base = bucket * kBucketSlots;
       for (uint32_t m = MatchTags(&t.tags_[base], tag); m != 0; m &= m - 1) {
         const uint32_t s = base + static_cast<uint32_t>(__builtin_ctz(m));
-        const int d = MatchV4(t.entries_[s], k);
+        const int d = match(t.entries_[s]);
         if (d < 0) continue;
         if (Expired(t.entries_[s], now_ms)) {
           Remove(t, s);
@@ -570,6 +574,50 @@ class TableInternals {
       }
     }
     return UINT32_MAX;
+  }
+
+  // Find() for an IPv4 port-protocol key (the common case; see V4Key).
+  static uint32_t FindV4(Table& t, const V4Key& k, const FlowProbe& w, uint32_t now_ms, int& dir) {
+    return FindMatching(t, w, now_ms, dir, [&k](const Table::Entry& e) { return MatchV4(e, k); });
+  }
+
+  // The short hit path's lookup: PrefetchEntry's slot first (almost always the
+  // connection's, its entry in cache), else FindMatching. A slot freed or reused since does
+  // not match (both matchers want kEfUsed and the tuple). UINT32_MAX: not found, or
+  // expired at the hinted slot (left to Track, which meets it again and removes it).
+  template <typename Match>
+  [[gnu::always_inline]] static uint32_t FindHit(Table& t, const FlowProbe& w, uint32_t now_ms,
+                                                 int& dir, Match match) {
+    if (w.slot != UINT32_MAX && (dir = match(t.entries_[w.slot])) >= 0) {
+      return Expired(t.entries_[w.slot], now_ms) ? UINT32_MAX : w.slot;
+    }
+    return FindMatching(t, w, now_ms, dir, match);
+  }
+
+  // MatchV4's counterpart for the IPv6 packet `f` of a port protocol: the entry's ports,
+  // protocol and flags as one masked word (in use and IPv6 both required), the
+  // destination's last 4 bytes kept in the entry, then the 28 bytes of the address record,
+  // compared in place (Find's MatchDir copies the addresses out first).
+  static int MatchV6(const Table& t, const Table::Entry& e, const FlowFacts& f) {
+    const uint64_t proto = (uint64_t{f.l4proto} | uint64_t{kEfUsed | kEfIpv6} << 8) << 32;
+    uint64_t w1;
+    std::memcpy(&w1, reinterpret_cast<const char*>(&e) + 8, 8);
+    w1 &= kPortWordMask;
+    const bool fwd = w1 == (uint64_t{f.sport} | uint64_t{f.dport} << 16 | proto) &&
+                     e.dst == Load32(f.dst.data() + 12);
+    const bool rev = w1 == (uint64_t{f.dport} | uint64_t{f.sport} << 16 | proto) &&
+                     e.dst == Load32(f.src.data() + 12);
+    if (!fwd && !rev) return -1;
+    const uint8_t* rec = V6(t, e);
+    if (fwd && std::memcmp(rec, f.src.data(), 16) == 0 &&
+        std::memcmp(rec + 16, f.dst.data(), 12) == 0) {
+      return 0;
+    }
+    if (rev && std::memcmp(rec, f.dst.data(), 16) == 0 &&
+        std::memcmp(rec + 16, f.src.data(), 12) == 0) {
+      return 1;
+    }
+    return -1;
   }
 
   // Read-only lookup: no lazy removal. Returns the slot (also the pending one) or -1.
@@ -750,9 +798,12 @@ class TableInternals {
                            const FlowProbe* probe);
   // Inlined into Table::Track(p, probe): called, it cost a frame and a result spilled
   // through memory on every packet.
-  [[gnu::always_inline]] static bool TrackV4Hit(Table& t, const PacketFacts& p, const FlowProbe& w,
-                                                const TimeoutPolicy& timeouts, Nanos now,
-                                                TrackResult& r);
+  // kV6: the packet is IPv6. One instantiation per family, so that neither carries the
+  // other's lookup code and registers.
+  template <bool kV6>
+  [[gnu::always_inline]] static bool TrackPortHit(Table& t, const PacketFacts& p,
+                                                  const FlowProbe& w, const TimeoutPolicy& timeouts,
+                                                  Nanos now, TrackResult& r);
   static TrackResult TrackError(Table& t, const PacketFacts& p, uint32_t now_ms);
   // Inlined: the hit path of both lookups, where a call's argument shuffling costs more
   // than the body's duplication.
@@ -897,16 +948,19 @@ TrackResult TableInternals::Track(Table& t, const PacketFacts& p, const TimeoutP
   return Insert(t, p, k, w, timeouts, now_ms);
 }
 
-// The common case on its own short path: a packet of an existing IPv4 TCP/UDP/UDPLite/SCTP
-// connection whose flow a batch's probe located (Probe set `v4_port`: no fragment, no ICMP
-// error). It decides exactly as Track does, minus the branches such a packet cannot take;
-// false hands the packet to Track (a new connection, an expired entry, a checksum or flag
-// error, the first packet of the clock), which starts over.
+// The common case on its own short path: a packet of an existing TCP/UDP/UDPLite/SCTP
+// connection whose flow a batch's probe located (Probe set `port_flow`: no fragment, no
+// ICMP error). It decides exactly as Track does, minus the branches such a packet cannot
+// take; false hands the packet to Track (a new connection, an expired entry, a checksum or
+// flag error, the first packet of the clock), which starts over.
 // Kept apart and small because Track's frame (its Key, the ICMP and insert paths) made every
 // hit pay a large prologue and stack traffic; with it a batched UDP hit went from 440 to 347
 // instructions, together with the other changes of 0f2eb66 (callgrind, BENCHMARKS.md).
-inline bool TableInternals::TrackV4Hit(Table& t, const PacketFacts& p, const FlowProbe& w,
-                                       const TimeoutPolicy& timeouts, Nanos now, TrackResult& r) {
+// IPv6 flows take it too (kV6: MatchV6 compares the address record in place), which took a
+// batched IPv6 UDP hit from 572 to 350 instructions.
+template <bool kV6>
+inline bool TableInternals::TrackPortHit(Table& t, const PacketFacts& p, const FlowProbe& w,
+                                         const TimeoutPolicy& timeouts, Nanos now, TrackResult& r) {
   if (!t.epoch_set_) return false;
   DropPending(t);
   const FlowFacts& f = p.flow;
@@ -914,17 +968,14 @@ inline bool TableInternals::TrackV4Hit(Table& t, const PacketFacts& p, const Flo
   if (f.l4proto == kProtoTcp && !TcpFlagsValid(p.tcp_flags)) return false;
   const uint32_t now_ms = NowMs(t, now);
   int dir = 0;
-  const V4Key k = MakeV4Key(f);
-  uint32_t slot = w.slot;
-  // PrefetchEntry's slot first: almost always the connection's, its entry in cache. A slot
-  // freed or reused since does not match (MatchV4 wants kEfUsed and the tuple). An expired
-  // entry is left to Track, which meets it again and removes it.
-  if (slot == UINT32_MAX || (dir = MatchV4(t.entries_[slot], k)) < 0) {
-    slot = FindV4(t, k, w, now_ms, dir);
-    if (slot == UINT32_MAX) return false;
-  } else if (Expired(t.entries_[slot], now_ms)) {
-    return false;
+  uint32_t slot;
+  if constexpr (kV6) {
+    slot = FindHit(t, w, now_ms, dir, [&t, &f](const Table::Entry& e) { return MatchV6(t, e, f); });
+  } else {
+    const V4Key k = MakeV4Key(f);
+    slot = FindHit(t, w, now_ms, dir, [&k](const Table::Entry& e) { return MatchV4(e, k); });
   }
+  if (slot == UINT32_MAX) return false;
   Table::Entry& e = t.entries_[slot];
   if (f.l4proto == kProtoTcp) {
     // Most TCP packets: an in-window ACK segment of an established connection, decided
@@ -1084,7 +1135,12 @@ TrackResult Table::Track(const PacketFacts& p, const TimeoutPolicy& timeouts, Na
 TrackResult Table::Track(const PacketFacts& p, const FlowProbe& probe,
                          const TimeoutPolicy& timeouts, Nanos now) {
   TrackResult r;
-  if (probe.v4_port && TableInternals::TrackV4Hit(*this, p, probe, timeouts, now, r)) return r;
+  if (probe.port_flow &&
+      (p.flow.family == 6
+           ? TableInternals::TrackPortHit<true>(*this, p, probe, timeouts, now, r)
+           : TableInternals::TrackPortHit<false>(*this, p, probe, timeouts, now, r))) {
+    return r;
+  }
   return TableInternals::Track(*this, p, timeouts, now, &probe);
 }
 
@@ -1165,12 +1221,20 @@ FlowProbe Table::Probe(const PacketFacts& p) const {
   FlowProbe r;
   if (p.fragment || p.icmp_error) return r;
   const FlowFacts& f = p.flow;
-  if (f.family != 6 && IsPortProto(f.l4proto)) {  // as Track hashes it (V4Key)
-    const V4Key vk = MakeV4Key(f);
-    TableInternals::Locate(*this, HashWords(vk.a, vk.b, f.l4proto, false), r);
+  if (IsPortProto(f.l4proto)) {  // as Track hashes it (V4Key; HashKey of MakeKey's Key)
+    if (f.family != 6) {
+      const V4Key vk = MakeV4Key(f);
+      TableInternals::Locate(*this, HashWords(vk.a, vk.b, f.l4proto, false), r);
+      r.record = f.l4proto == kProtoTcp || f.l4proto == kProtoSctp;
+    } else {
+      TableInternals::Locate(
+          *this,
+          HashWords(EndpointWord(f.src, f.sport), EndpointWord(f.dst, f.dport), f.l4proto, true),
+          r);
+      r.record = true;  // the address record
+    }
     r.lookup = true;
-    r.v4_port = true;
-    r.record = f.l4proto == kProtoTcp || f.l4proto == kProtoSctp;
+    r.port_flow = true;
     return r;
   }
   Key k;

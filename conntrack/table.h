@@ -120,7 +120,7 @@ struct FlowProbe {
   uint8_t tag = 0;              // its 8-bit tag in them
   bool lookup = false;          // false: nothing to prefetch (no key, fragment, ICMP error)
   bool record = false;          // TCP, SCTP or IPv6: the entry has a pool record (PrefetchRecord)
-  bool v4_port = false;         // IPv4 TCP/UDP/UDPLite/SCTP: Track's short hit path applies
+  bool port_flow = false;       // TCP/UDP/UDPLite/SCTP: Track's short hit path applies
   // Set by PrefetchEntry: the first slot whose tag matched (UINT32_MAX: none, or not asked).
   // A hint only: PrefetchRecord reads that entry, and Track compares the key there before
   // it reads the tags again; a slot that changed since (an insert or removal by an earlier

@@ -101,10 +101,16 @@ class TimeoutPolicy {
   TimeoutPolicy& operator=(const TimeoutPolicy&) = delete;
 
   // Effective timeout (own override, else parent's, else kernel default).
-  uint32_t Seconds(TimeoutClass c) const {
-    uint32_t v = own_[static_cast<int>(c)].load(std::memory_order_relaxed);
-    if (v != kInherit) return v;
-    return parent_ != nullptr ? parent_->Seconds(c) : kernel_default_[static_cast<int>(c)];
+  // A loop, not a recursive call, so that it inlines whole into the hit paths: GCC outlined
+  // the recursive form's parent walk, and with it more of the TCP short path (+9
+  // instructions per TCP hit, callgrind).
+  [[gnu::always_inline]] uint32_t Seconds(TimeoutClass c) const {
+    const int i = static_cast<int>(c);
+    for (const TimeoutPolicy* p = this;; p = p->parent_) {
+      const uint32_t v = p->own_[i].load(std::memory_order_relaxed);
+      if (v != kInherit) return v;
+      if (p->parent_ == nullptr) return p->kernel_default_[i];
+    }
   }
   Nanos Get(TimeoutClass c) const { return static_cast<Nanos>(Seconds(c)) * kNanosPerSecond; }
 

@@ -542,7 +542,14 @@ inline std::pair<Seen, Seen> Observe(KernelLab& kernel_lab, Table& ours,
   }
   kernel.conn = KernelConn(kernel_lab.Table(), p);
 
-  TrackResult r = ours.Track(p, timeouts, now);
+  // nwfqd's way (Engine::DecideBatch): probe, the prefetch stages' slot hint, then Track with
+  // the probe, i.e. the short hit paths (Table.BatchedPathDecidesAsTrack ties them to the
+  // plain Track).
+  FlowProbe probe = ours.Probe(p);
+  ours.PrefetchIndex(probe);
+  ours.PrefetchEntry(probe);
+  ours.PrefetchRecord(probe);
+  TrackResult r = ours.Track(p, probe, timeouts, now);
   ours.Confirm(r, now);  // the lab drops nothing
   Seen mine;
   mine.ctstate = StateName(r.state);

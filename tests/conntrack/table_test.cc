@@ -9,6 +9,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -219,7 +220,7 @@ TEST(Table, ManyFlowsAreAllFoundAgain) {
 }
 
 // The batched way through the table (Probe for a whole batch first, the prefetch stages,
-// then Track with the probe, whose IPv4 TCP/UDP hits take a short path of their own) must
+// then Track with the probe, whose TCP/UDP hits take a short path of their own) must
 // decide every packet exactly as plain Track does: same results, counters and connections.
 // A random mix over few flows in a small table, so that hits, new connections, reopens,
 // RSTs, expiry, eviction, refusals, ICMP errors, fragments and bad checksums all occur,
@@ -228,11 +229,15 @@ TEST(Table, BatchedPathDecidesAsTrack) {
   std::mt19937 rng(7);
   auto pick = [&](uint32_t n) { return static_cast<uint32_t>(rng() % n); };
   auto endpoint = [&](bool v6) {
-    return v6 ? V6(static_cast<uint16_t>(1 + pick(3)))
-              : V4(198, 18, 0, static_cast<uint8_t>(1 + pick(3)));
+    if (!v6) return V4(198, 18, 0, static_cast<uint8_t>(1 + pick(3)));
+    // 2001:db8:0:0::n and 2001:db8:1:0::n share their last 4 bytes (the entry's `dst`
+    // word): only the address record tells them apart.
+    auto a = V6(static_cast<uint16_t>(1 + pick(3)));
+    a[5] = static_cast<uint8_t>(pick(2));
+    return a;
   };
   auto packet = [&]() {
-    const bool v6 = pick(4) == 0;
+    const bool v6 = pick(2) == 0;
     const auto a = endpoint(v6), b = endpoint(v6);
     const uint16_t pa = static_cast<uint16_t>(1000 + pick(3)),
                    pb = static_cast<uint16_t>(80 + pick(2));
@@ -290,8 +295,8 @@ TEST(Table, BatchedPathDecidesAsTrack) {
   TimeoutPolicy to;
   ASSERT_TRUE(to.Set(TimeoutClass::kUdpUnreplied, 2).ok());
   Nanos now = kSec;
-  uint64_t fast_hits = 0;
-  for (int batch = 0; batch < 3000; ++batch) {
+  uint64_t fast_hits[2] = {0, 0};  // IPv4, IPv6
+  for (int batch = 0; batch < 8000; ++batch) {
     std::vector<PacketFacts> pkts;
     for (uint32_t i = 0, n = 1 + pick(16); i < n; ++i) pkts.push_back(packet());
     std::vector<FlowProbe> probes;
@@ -312,7 +317,9 @@ TEST(Table, BatchedPathDecidesAsTrack) {
       const TrackResult a = plain.Track(pkts[i], to, now);
       const TrackResult b = batched.Track(pkts[i], probes[i], to, now);
       ASSERT_TRUE(same(a, b)) << "batch " << batch << " packet " << i;
-      if (probes[i].v4_port && batched.stats().found > found_before) ++fast_hits;
+      if (probes[i].port_flow && batched.stats().found > found_before) {
+        ++fast_hits[pkts[i].flow.family == 6];
+      }
       if (a.tentative && pick(2)) {
         plain.Confirm(a, now);
         batched.Confirm(b, now);
@@ -337,7 +344,8 @@ TEST(Table, BatchedPathDecidesAsTrack) {
   EXPECT_EQ(x.expired, y.expired);
   EXPECT_EQ(x.tcp_ignored, y.tcp_ignored);
   // Every kind of outcome occurred (else the comparison above proves little).
-  EXPECT_GT(fast_hits, 1000u) << "too few IPv4 TCP/UDP hits to compare";
+  EXPECT_GT(fast_hits[0], 1000u) << "too few IPv4 TCP/UDP hits to compare";
+  EXPECT_GT(fast_hits[1], 300u) << "too few IPv6 TCP/UDP hits to compare";
   EXPECT_GT(x.related, 0u);
   EXPECT_GT(x.early_drop + x.insert_failed, 0u);
   EXPECT_GT(x.expired, 0u);
@@ -388,6 +396,48 @@ TEST(Table, Ipv6AddressesSplitAcrossEntryAndRecordStayExact) {
     EXPECT_EQ(info->original.dst, servers[i]) << i;
   }
   EXPECT_EQ(t.stats().new_conns, 4u);
+}
+
+// The batched path's IPv6 hit (Track with a probe) compares a packet with the entry's
+// address record: a flow whose source or destination differs from a tracked one only in the
+// record's bytes, with the same bucket and tag (so PrefetchEntry names the tracked one's
+// slot), is a new connection in either direction.
+TEST(Table, Ipv6ShortPathComparesTheAddressRecord) {
+  for (const bool vary_src : {false, true}) {
+    Table t(TableOptions{.capacity = 16});
+    TimeoutPolicy to;
+    const PacketFacts a = Udp(V6(0x10), 4000, V6(0x20), 53, 6);
+    const FlowProbe pa = t.Probe(a);
+    // A variant of a's address in bytes 6-7 (inside the record for the source and for the
+    // destination) that hashes to a's first bucket and tag: about 1 in 500 do.
+    std::optional<PacketFacts> b;
+    for (uint32_t v = 1; v < 65536 && !b; ++v) {
+      PacketFacts c = a;
+      auto& addr = vary_src ? c.flow.src : c.flow.dst;
+      addr[6] = static_cast<uint8_t>(v >> 8);
+      addr[7] = static_cast<uint8_t>(v);
+      const FlowProbe pc = t.Probe(c);
+      if (pc.tag == pa.tag && pc.bucket[0] == pa.bucket[0]) b = c;
+    }
+    ASSERT_TRUE(b.has_value());
+    const TrackResult ra = t.Track(a, to, kSec);
+    t.Confirm(ra, kSec);
+    for (const bool reply : {false, true}) {
+      PacketFacts p = *b;
+      if (reply) {
+        std::swap(p.flow.src, p.flow.dst);
+        std::swap(p.flow.sport, p.flow.dport);
+      }
+      FlowProbe w = t.Probe(p);
+      ASSERT_EQ(t.PrefetchEntry(w), ra.entry.slot) << "the hint names the tracked flow's slot";
+      const TrackResult r = t.Track(p, w, to, 2 * kSec);
+      EXPECT_EQ(r.state, State::kNew) << "vary_src " << vary_src << " reply " << reply;
+      EXPECT_TRUE(r.tentative);
+      EXPECT_NE(r.entry.slot, ra.entry.slot);
+      t.Discard(r);
+    }
+    EXPECT_EQ(t.stats().found, 0u);
+  }
 }
 
 TEST(Table, NoHeapAllocationPerPacket) {

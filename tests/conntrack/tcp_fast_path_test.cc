@@ -7,6 +7,7 @@
 #include <random>
 
 #include "conntrack/entry.h"
+#include "conntrack/tcp_window.h"
 #include "gtest/gtest.h"
 
 namespace nwfq::ct {
