@@ -542,14 +542,20 @@ inline std::pair<Seen, Seen> Observe(KernelLab& kernel_lab, Table& ours,
   }
   kernel.conn = KernelConn(kernel_lab.Table(), p);
 
-  // nwfqd's way (Engine::DecideBatch): probe, the prefetch stages' slot hint, then Track with
-  // the probe, i.e. the short hit paths (Table.BatchedPathDecidesAsTrack ties them to the
-  // plain Track).
-  FlowProbe probe = ours.Probe(p);
-  ours.PrefetchIndex(probe);
-  ours.PrefetchEntry(probe);
-  ours.PrefetchRecord(probe);
-  TrackResult r = ours.Track(p, probe, timeouts, now);
+  // Every other packet the batched way (Engine::DecideBatch: Probe, the prefetch stages'
+  // slot hint, Track with the probe, i.e. the short hit paths), the others as Engine::Decide
+  // and nwfqd track them (plain Track): both ways meet the kernel, on one table.
+  static unsigned observed = 0;
+  TrackResult r;
+  if (observed++ % 2 == 0) {
+    FlowProbe probe = ours.Probe(p);
+    ours.PrefetchIndex(probe);
+    ours.PrefetchEntry(probe);
+    ours.PrefetchRecord(probe);
+    r = ours.Track(p, probe, timeouts, now);
+  } else {
+    r = ours.Track(p, timeouts, now);
+  }
   ours.Confirm(r, now);  // the lab drops nothing
   Seen mine;
   mine.ctstate = StateName(r.state);
