@@ -1,8 +1,8 @@
 // Internal: TCP window tracking (kernel tcp_in_window's checks and updates, the timeout
 // choice) and the short path built from it, TcpEstablishedAck. tcp.cc's full tracker and
 // table.cc's hit path both use them; they live in a header so that the short path inlines
-// into the lookup: called across translation units, its prologue, epilogue and argument
-// shuffling cost a TCP hit about 25 instructions.
+// into the lookup, once per direction (EstablishedAck<kDir>): a batched TCP hit went from
+// 488.5 to 457 instructions (callgrind; 480.5 inlined without the per-direction copies).
 #pragma once
 
 #include <algorithm>
