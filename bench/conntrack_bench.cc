@@ -189,7 +189,9 @@ void BM_UdpHitBatch(benchmark::State& state) { UdpHit(state, true); }
 BENCHMARK(BM_UdpHit)->Apply(Sizes);
 BENCHMARK(BM_UdpHitBatch)->Apply(Sizes);
 // IPv6 (each entry has a 28-byte address record: one or two more lines per lookup).
+void BM_Udp6Hit(benchmark::State& state) { UdpHit(state, false, true); }
 void BM_Udp6HitBatch(benchmark::State& state) { UdpHit(state, true, true); }
+BENCHMARK(BM_Udp6Hit)->Apply(Sizes);
 BENCHMARK(BM_Udp6HitBatch)->Apply(Sizes);
 // Control: the UdpHitBatch packets, located (hash, tag lines, entry prefetched) but not
 // tracked. At 1M the gap between this row and UdpHitBatch is the tracking work plus the

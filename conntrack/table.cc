@@ -805,6 +805,9 @@ class TableInternals {
                                                   const FlowProbe& w, const TimeoutPolicy& timeouts,
                                                   Nanos now, TrackResult& r);
   static TrackResult TrackError(Table& t, const PacketFacts& p, uint32_t now_ms);
+  [[gnu::always_inline]] static bool PortHit(Table& t, uint32_t slot, int dir, const PacketFacts& p,
+                                             const TimeoutPolicy& timeouts, uint32_t now_ms,
+                                             TrackResult& r);
   // Inlined: the hit path of both lookups, where a call's argument shuffling costs more
   // than the body's duplication.
   [[gnu::always_inline]] static bool Update(Table& t, uint32_t slot, int dir, const PacketFacts& p,
@@ -929,7 +932,7 @@ TrackResult TableInternals::Track(Table& t, const PacketFacts& p, const TimeoutP
     if (!located) Locate(t, HashWords(vk.a, vk.b, f.l4proto, false), computed);
     const FlowProbe& w = located ? *probe : computed;
     const uint32_t slot = FindV4(t, vk, w, now_ms, dir);
-    if (slot != UINT32_MAX && Update(t, slot, dir, p, timeouts, now_ms, r)) return r;
+    if (slot != UINT32_MAX && PortHit(t, slot, dir, p, timeouts, now_ms, r)) return r;
     Key k;
     MakeKey(f, k);
     return Insert(t, p, k, w, timeouts, now_ms);
@@ -940,7 +943,9 @@ TrackResult TableInternals::Track(Table& t, const PacketFacts& p, const TimeoutP
   const FlowProbe& w = located ? *probe : computed;
   const uint32_t slot = Find(t, k, w, now_ms, dir);
   if (slot != UINT32_MAX) {
-    if (Update(t, slot, dir, p, timeouts, now_ms, r)) return r;
+    const bool kept = IsPortProto(f.l4proto) ? PortHit(t, slot, dir, p, timeouts, now_ms, r)
+                                             : Update(t, slot, dir, p, timeouts, now_ms, r);
+    if (kept) return r;
   } else if (k.fixed_dir == 1) {
     // An ICMP reply without its request: the kernel creates no connection for it.
     return Invalid(t.stats_);
@@ -976,6 +981,16 @@ inline bool TableInternals::TrackPortHit(Table& t, const PacketFacts& p, const F
     slot = FindHit(t, w, now_ms, dir, [&k](const Table::Entry& e) { return MatchV4(e, k); });
   }
   if (slot == UINT32_MAX) return false;
+  return PortHit(t, slot, dir, p, timeouts, now_ms, r);
+}
+
+// A hit of a TCP/UDP/UDPLite/SCTP connection (both lookups' port-protocol path): the TCP
+// short path and UDP's refresh inline, anything else through Update. False when the
+// connection was removed so that the packet starts a new one (TCP reopen).
+inline bool TableInternals::PortHit(Table& t, uint32_t slot, int dir, const PacketFacts& p,
+                                    const TimeoutPolicy& timeouts, uint32_t now_ms,
+                                    TrackResult& r) {
+  const FlowFacts& f = p.flow;
   Table::Entry& e = t.entries_[slot];
   if (f.l4proto == kProtoTcp) {
     // Most TCP packets: an in-window ACK segment of an established connection, decided
