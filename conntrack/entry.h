@@ -120,9 +120,9 @@ inline uint32_t SecondsToMs(uint32_t s) { return s * 1000u; }
 
 // TCP (tcp.cc). `TcpNew` initialises a tentative entry (kernel tcp_new); false = INVALID.
 bool TcpNew(Table::Entry& e, const TrackContext& ctx);
-// kernel tcp_packet(): TcpEstablishedAck when it applies, else TcpPacketFull.
-Verdict TcpPacket(Table::Entry& e, const TrackContext& ctx);
-// Every case of tcp_packet(), the short path's included.
+// Kernel tcp_packet(), every case, the short path's (TcpEstablishedAck, tcp_window.h)
+// included. The table tries the short path first for every packet of a live connection
+// (TableInternals::PortHit) and calls this when it declines, and for new connections.
 Verdict TcpPacketFull(Table::Entry& e, const TrackContext& ctx);
 // The kernel's tcp_valid_flags check (tcp_error): false = INVALID before any lookup. One bit
 // per valid combination of FIN, SYN, RST, ACK and URG; PSH (and ECE/CWR, not in our flag

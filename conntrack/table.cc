@@ -827,7 +827,9 @@ TrackResult Invalid(TableStats& s) {
 Verdict RunTracker(Table::Entry& e, const TrackContext& ctx) {
   switch (e.l4proto) {
     case kProtoTcp:
-      return TcpPacket(e, ctx);
+      // Not the short path again: a live connection's packet comes here from PortHit only
+      // once TcpEstablishedAck has declined it, and a new connection's can never take it.
+      return TcpPacketFull(e, ctx);
     case kProtoUdp:
     case kProtoUdplite:
       return UdpPacket(e, ctx);

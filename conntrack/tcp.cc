@@ -21,8 +21,8 @@ constexpr uint8_t kTransitions[2][6][10] = {
         /* syn    */ {sSS, sSS, sIG, sIG, sIG, sIG, sIG, sSS, sSS, sS2},
         // NO->SS new connection; SS->SS retransmitted SYN; S2->S2 late retransmitted SYN;
         // SR..LA->IG a SYN inside a live connection: the receiver answers with RST (or we
-        // are out of sync: remember it, see the resync in TcpPacket); TW,CL->SS reopen
-        // (RFC 1122) — TcpPacket deletes the old entry and tracks the SYN as new.
+        // are out of sync: remember it, see the resync in TcpPacketFull); TW,CL->SS reopen
+        // (RFC 1122) — TcpPacketFull deletes the old entry and tracks the SYN as new.
         /* synack */ {sIV, sIV, sSR, sIV, sIV, sIV, sIV, sIV, sIV, sSR},
         // the client cannot send SYN/ACK, except in a simultaneous open: S2->SR, and
         // SR->SR a late retransmitted SYN/ACK of that simultaneous open.
@@ -33,7 +33,7 @@ constexpr uint8_t kTransitions[2][6][10] = {
         // NO->ES mid-stream pickup (tcp_loose); SS,S2->IV no ACK before the SYN/ACK;
         // SR->ES handshake complete; FW->CW close answered; LA->TW last ACK; TW,CL stay.
         /* rst    */ {sIV, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL},
-        // any RST closes (TcpPacket validates its sequence number first); NO->IV.
+        // any RST closes (TcpPacketFull validates its sequence number first); NO->IV.
         /* none   */ {sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV},
         // a segment with none of SYN/FIN/ACK/RST is always invalid.
     },
@@ -44,12 +44,12 @@ constexpr uint8_t kTransitions[2][6][10] = {
         // side (roles switch); the server sending SYN anywhere else is invalid.
         /* synack */ {sIV, sSR, sIG, sIG, sIG, sIG, sIG, sIG, sIG, sSR},
         // SS,S2->SR the normal (or simultaneous) open; elsewhere a late or retransmitted
-        // SYN/ACK, possibly answering a SYN we ignored: ignore (resync in TcpPacket).
+        // SYN/ACK, possibly answering a SYN we ignored: ignore (resync in TcpPacketFull).
         /* fin    */ {sIV, sIV, sFW, sFW, sLA, sLA, sLA, sTW, sCL, sIV},
         // as in ORIGINAL.
         /* ack    */ {sIV, sIG, sSR, sES, sCW, sCW, sTW, sTW, sCL, sIG},
         // SS,S2->IG might be a half-open connection (or a challenge ACK); SR->SR might answer
-        // a late resent SYN (a simultaneous open completes to ES in TcpPacket); else as
+        // a late resent SYN (a simultaneous open completes to ES in TcpPacketFull); else as
         // ORIGINAL.
         /* rst    */ {sIV, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL},
         /* none   */ {sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV},
@@ -245,13 +245,6 @@ bool TcpNew(Table::Entry& e, const TrackContext& ctx) {
     SetSackPerm(e, 1, true);
   }
   return true;
-}
-
-Verdict TcpPacket(Table::Entry& e, const TrackContext& ctx) {
-  if (TcpEstablishedAck(e, *ctx.tcp, ctx.p, ctx.dir, ctx.now_ms, ctx.timeouts, ctx.options)) {
-    return Verdict::kAccept;
-  }
-  return TcpPacketFull(e, ctx);
 }
 
 Verdict TcpPacketFull(Table::Entry& e, const TrackContext& ctx) {
