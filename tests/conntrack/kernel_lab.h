@@ -429,14 +429,33 @@ struct Seen {
   std::string ctstate;  // NEW, ESTABLISHED, RELATED, INVALID, UNTRACKED
   std::string ctdir;    // ORIGINAL, REPLY or "" (no conntrack)
   std::string conn;     // "<proto state> [ASSURED] [UNREPLIED]" or "none"
-  bool operator==(const Seen&) const = default;
+  // Whole seconds left on the connection's timer after the packet (-1: no entry): the
+  // kernel's from `conntrack -L`, ours from ConnInfo::expires_in. Compares the timeout each
+  // packet chose (per state, after retransmissions, unacknowledged data, a zero window, a
+  // run-time change) and which packets refresh it at all.
+  int64_t timeout = -1;
+  // Ours is taken as it stood when `conntrack -L` had returned, both rounded down: timers
+  // within kTimeoutSlack seconds of each other agree (a slow machine may take a while to
+  // run the command). The closest distinct default timeouts differ by 7 s (SCTP's 3 and
+  // 10 s, conntrack/timeouts.h).
+  static constexpr int64_t kTimeoutSlack = 2;
+  bool operator==(const Seen& o) const {
+    return ctstate == o.ctstate && ctdir == o.ctdir && conn == o.conn &&
+           (timeout < 0) == (o.timeout < 0) &&
+           (timeout > o.timeout ? timeout - o.timeout : o.timeout - timeout) <= kTimeoutSlack;
+  }
 };
 inline std::ostream& operator<<(std::ostream& os, const Seen& s) {
-  return os << s.ctstate << "/" << (s.ctdir.empty() ? "-" : s.ctdir) << " {" << s.conn << "}";
+  os << s.ctstate << "/" << (s.ctdir.empty() ? "-" : s.ctdir) << " {" << s.conn;
+  if (s.timeout >= 0) os << ", " << s.timeout << " s left";
+  return os << "}";
 }
 
-// The kernel's entry for the flow of `p` (both directions), summarised like ours.
-inline std::string KernelConn(const std::string& table, const PacketFacts& p) {
+// The kernel's entry for the flow of `p` (both directions), summarised like ours into
+// `seen->conn` and `seen->timeout`.
+inline void KernelConn(const std::string& table, const PacketFacts& p, Seen* seen) {
+  seen->conn = "none";
+  seen->timeout = -1;
   const FlowFacts& f = p.icmp_error ? p.inner : p.flow;
   auto ip = [&](const std::array<uint8_t, 16>& a) {
     char b[INET6_ADDRSTRLEN];
@@ -452,10 +471,12 @@ inline std::string KernelConn(const std::string& table, const PacketFacts& p) {
         line.find("src=" + ip(f.dst) + "dst=" + ip(f.src)) == std::string::npos) {
       continue;
     }
-    // "ipv4 2 udp 17 29 src=...": the fourth field is the protocol number.
+    // "ipv4 2 udp 17 29 src=...": the fourth field is the protocol number, the fifth the
+    // seconds left on the timer.
     std::istringstream fields(line);
     std::string l3, l3num, l4name, l4num;
-    fields >> l3 >> l3num >> l4name >> l4num;
+    int64_t timeout = -1;
+    fields >> l3 >> l3num >> l4name >> l4num >> timeout;
     if ((f.family == 6) != (l3 == "ipv6")) continue;
     if (l4num != std::to_string(f.l4proto)) continue;
     const bool ports_in_tuple =
@@ -492,18 +513,24 @@ inline std::string KernelConn(const std::string& table, const PacketFacts& p) {
     }
     if (line.find("[ASSURED]") != std::string::npos) out += " ASSURED";
     if (line.find("[UNREPLIED]") != std::string::npos) out += " UNREPLIED";
-    return out.empty() ? "tracked" : out;
+    seen->conn = out.empty() ? "tracked" : out;
+    seen->timeout = timeout;
+    return;
   }
-  return "none";
 }
 
-inline std::string OurConn(const Table& t, const PacketFacts& p, Nanos now) {
+// `read_at`: when the kernel's figures were read; our timer is given as it stood then.
+inline void OurConn(const Table& t, const PacketFacts& p, Nanos now, Nanos read_at, Seen* seen) {
+  seen->conn = "none";
+  seen->timeout = -1;
   std::optional<ConnInfo> c = t.Lookup(p.icmp_error ? p.inner : p.flow, now);
-  if (!c) return "none";
+  if (!c) return;
   std::string out(c->state_name);
   if (c->assured) out += " ASSURED";
   if (!c->seen_reply) out += " UNREPLIED";
-  return out.empty() ? "tracked" : out;
+  seen->conn = out.empty() ? "tracked" : out;
+  const Nanos left = c->expires_in - (read_at - now);
+  seen->timeout = left > 0 ? left / 1'000'000'000 : 0;
 }
 
 inline std::string StateName(State s) {
@@ -540,7 +567,8 @@ inline std::pair<Seen, Seen> Observe(KernelLab& kernel_lab, Table& ours,
   for (const char* d : {"ORIGINAL", "REPLY"}) {
     if (after["dir_" + std::string(d)] > before["dir_" + std::string(d)]) kernel.ctdir = d;
   }
-  kernel.conn = KernelConn(kernel_lab.Table(), p);
+  KernelConn(kernel_lab.Table(), p, &kernel);
+  const Nanos read_at = MonotonicClock().Now();
 
   // Every other packet the batched way (Engine::DecideBatch: Probe, the prefetch stages'
   // slot hint, Track with the probe, i.e. the short hit paths), the others as Engine::Decide
@@ -562,7 +590,7 @@ inline std::pair<Seen, Seen> Observe(KernelLab& kernel_lab, Table& ours,
   if (r.state != State::kInvalid && r.state != State::kUntracked) {
     mine.ctdir = r.dir == Dir::kOriginal ? "ORIGINAL" : "REPLY";
   }
-  mine.conn = OurConn(ours, p, now);
+  OurConn(ours, p, now, read_at, &mine);
   return {kernel, mine};
 }
 

@@ -3,7 +3,8 @@
 // mapped into the lab's 198.18.7.0/24 and 2001:db8:7::/64, rebuilt with correct checksums
 // (captures taken with checksum offload would otherwise be INVALID for both; SCTP, GRE, ESP
 // and AH keep their captured transport bytes) and played, as fast as the per-packet
-// comparison allows, through the kernel's conntrack and through ours.
+// comparison allows, through the kernel's conntrack and through ours; after every packet
+// the lab compares ctstate, ctdir, the connection's state and its timer (kernel_lab.h).
 // NWFQ_CT_PCAPS=a.pcap:b.pcap replays other Ethernet captures instead, and
 // NWFQ_CT_PCAP_PACKETS=N replays up to N packets of each (default 150: the comparison after
 // every packet makes a long capture take minutes). Skips when the captures, root or the
