@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -36,10 +37,23 @@ struct Step {
   PacketFacts p;
   double sleep_before = 0;       // seconds
   std::vector<uint8_t> l4 = {};  // SCTP: the transport bytes sent (p has what was parsed)
-  // > 0: before this step, the ICMP timeout becomes this many seconds on both sides (the
-  // kernel's net.netfilter.nf_conntrack_icmp_timeout, our TimeoutPolicy).
-  int icmp_timeout = 0;
+  // Set: before this step, that timeout becomes this many seconds on both sides (the
+  // kernel's sysctl, KernelSysctl below; our TimeoutPolicy), as `nwfqctl timeout set` does.
+  struct TimeoutChange {
+    const char* name = nullptr;  // TimeoutPolicy name: "icmp", "udp", "tcp/established", ...
+    int seconds = 0;
+  } timeout = {};
 };
+
+// The kernel's sysctl for the TimeoutPolicy names the scenarios change.
+std::string KernelSysctl(std::string_view name) {
+  if (name == "icmp") return "net.netfilter.nf_conntrack_icmp_timeout";
+  if (name == "udp") return "net.netfilter.nf_conntrack_udp_timeout";
+  if (name == "udp/stream") return "net.netfilter.nf_conntrack_udp_timeout_stream";
+  if (name == "tcp/established") return "net.netfilter.nf_conntrack_tcp_timeout_established";
+  ADD_FAILURE() << "no sysctl known for " << name;
+  return "";
+}
 
 struct Scenario {
   const char* name;
@@ -291,12 +305,42 @@ std::vector<Scenario> Scenarios() {
       // with the new timeout; new connections get it at once. 30 s is the default.
       {"icmp timeout changed at run time",
        {{"echo request", Icmp(kC, kS, 8, 4301)},
-        {"reply 1.5 s after the timeout became 1 s", Icmp(kS, kC, 0, 4301), 1.5, {}, 1},
+        {"reply 1.5 s after the timeout became 1 s", Icmp(kS, kC, 0, 4301), 1.5, {}, {"icmp", 1}},
         {"request 1.5 s later: expired", Icmp(kC, kS, 8, 4301), 1.5},
         {"another echo", Icmp(kC, kS, 8, 4302)},
         {"its reply 1.5 s later: no request any more", Icmp(kS, kC, 0, 4302), 1.5},
-        {"back to 30 s", Icmp(kC, kS, 8, 4303), 0, {}, 30},
+        {"back to 30 s", Icmp(kC, kS, 8, 4303), 0, {}, {"icmp", 30}},
         {"reply 1.5 s later", Icmp(kS, kC, 0, 4303), 1.5}}},
+      // The same for TCP's established and UDP's timeouts, seen on the timers: a live
+      // connection keeps its deadline until its next packet, which takes the new value.
+      {"tcp and udp timeouts changed at run time",
+       {{"SYN", T(true, kSyn, 1000, 0, 0, 40014)},
+        {"SYN/ACK", T(false, kSynAck, 5000, 1001, 0, 40014)},
+        {"ACK", T(true, kAck, 1001, 5001, 0, 40014)},
+        {"query", Udp(kC, 5360, kS, 53)},
+        {"established 3600 s, the ACK again",
+         T(true, kAck, 1001, 5001, 0, 40014),
+         0,
+         {},
+         {"tcp/established", 3600}},
+        {"udp 50 s, another query", Udp(kC, 5360, kS, 53), 0, {}, {"udp", 50}},
+        {"answer", Udp(kS, 53, kC, 5360)},
+        {"udp/stream 90 s, a query 2.2 s later",
+         Udp(kC, 5360, kS, 53),
+         2.2,
+         {},
+         {"udp/stream", 90}},
+        {"established back to 432000 s, server ACK",
+         T(false, kAck, 5001, 1001, 0, 40014),
+         0,
+         {},
+         {"tcp/established", 432000}},
+        {"udp back to 30 s, a new query", Udp(kC, 5361, kS, 53), 0, {}, {"udp", 30}},
+        {"udp/stream back to 120 s, an answer",
+         Udp(kS, 53, kC, 5360),
+         0,
+         {},
+         {"udp/stream", 120}}}},
       {"udp unreplied, replied, stream",
        {{"query", udp_q},
         {"answer", udp_a},
@@ -338,10 +382,11 @@ TEST(KernelFidelity, ScriptedSequencesMatchTheKernel) {
     kernel_lab.Flush();
     Table ours(TableOptions{.capacity = 1024});
     for (const Step& step : sc.steps) {
-      if (step.icmp_timeout > 0) {
-        ASSERT_TRUE(kernel_lab.SetSysctl("net.netfilter.nf_conntrack_icmp_timeout",
-                                         std::to_string(step.icmp_timeout)));
-        ASSERT_TRUE(timeouts.Set("icmp", static_cast<uint32_t>(step.icmp_timeout)).ok());
+      if (step.timeout.name != nullptr) {
+        ASSERT_TRUE(kernel_lab.SetSysctl(KernelSysctl(step.timeout.name),
+                                         std::to_string(step.timeout.seconds)));
+        ASSERT_TRUE(
+            timeouts.Set(step.timeout.name, static_cast<uint32_t>(step.timeout.seconds)).ok());
       }
       if (step.sleep_before > 0) {
         std::this_thread::sleep_for(std::chrono::duration<double>(step.sleep_before));
