@@ -66,6 +66,16 @@ PacketFacts T(bool from_client, uint8_t flags, uint32_t seq, uint32_t ack, uint3
                      : Tcp(kS, 80, kC, sport, flags, seq, ack, 65160, len);
 }
 
+// The client's SYN, the server's SYN/ACK and the client's ACK (sequence numbers from 1000
+// and 5000) on client port `port`, then `then`.
+std::vector<Step> AfterHandshake(uint16_t port, std::vector<Step> then) {
+  std::vector<Step> steps = {{"SYN", T(true, kSyn, 1000, 0, 0, port)},
+                             {"SYN/ACK", T(false, kSynAck, 5000, 1001, 0, port)},
+                             {"ACK", T(true, kAck, 1001, 5001, 0, port)}};
+  steps.insert(steps.end(), then.begin(), then.end());
+  return steps;
+}
+
 PacketFacts Sack(PacketFacts p, bool permitted, uint32_t edge) {
   p.tcp_sack_perm = permitted;
   p.tcp_sack_present = edge != 0;
@@ -140,11 +150,8 @@ std::vector<Scenario> Scenarios() {
         {"ACK b", T(false, kAck, 5001, 1001, 0, 40001)},
         {"ACK a", T(true, kAck, 1001, 5001, 0, 40001)}}},
       {"tcp RST then ACK",
-       {{"SYN", T(true, kSyn, 1000, 0, 0, 40002)},
-        {"SYN/ACK", T(false, kSynAck, 5000, 1001, 0, 40002)},
-        {"ACK", T(true, kAck, 1001, 5001, 0, 40002)},
-        {"RST", T(true, kRst, 1001, 0, 0, 40002)},
-        {"ACK after RST", T(false, kAck, 5001, 1001, 0, 40002)}}},
+       AfterHandshake(40002, {{"RST", T(true, kRst, 1001, 0, 0, 40002)},
+                              {"ACK after RST", T(false, kAck, 5001, 1001, 0, 40002)}})},
       {"tcp RST as the only reply",
        {{"SYN", T(true, kSyn, 1000, 0, 0, 40003)},
         {"RST/ACK", T(false, kRstAck, 0, 1001, 0, 40003)},
@@ -199,20 +206,17 @@ std::vector<Scenario> Scenarios() {
       // tcp_max_retrans (3) repeats of one ACK segment and while the last ACK closed the
       // window. The lab compares the seconds left after every step.
       {"tcp timeouts: unacknowledged data, repeated ACKs, zero window",
-       {{"SYN", T(true, kSyn, 1000, 0, 0, 40012)},
-        {"SYN/ACK", T(false, kSynAck, 5000, 1001, 0, 40012)},
-        {"ACK", T(true, kAck, 1001, 5001, 0, 40012)},
-        {"data, unacknowledged", T(true, kPshAck, 1001, 5001, 100, 40012)},
-        {"ack of data", T(false, kAck, 5001, 1101, 0, 40012)},
-        {"the same ACK, once more", T(false, kAck, 5001, 1101, 0, 40012)},
-        {"the same ACK, twice more", T(false, kAck, 5001, 1101, 0, 40012)},
-        {"the same ACK, 3 repeats", T(false, kAck, 5001, 1101, 0, 40012)},
-        {"the same ACK, 4 repeats", T(false, kAck, 5001, 1101, 0, 40012)},
-        {"the other side's ACK", T(true, kAck, 1101, 5001, 0, 40012)},
-        {"zero window", Tcp(kS, 80, kC, 40012, kAck, 5001, 1101, 0, 0)},
-        {"window open again", T(false, kAck, 5001, 1101, 0, 40012)},
-        {"data both ways", T(false, kPshAck, 5001, 1101, 50, 40012)},
-        {"ack of it", T(true, kAck, 1101, 5051, 0, 40012)}}},
+       AfterHandshake(40012, {{"data, unacknowledged", T(true, kPshAck, 1001, 5001, 100, 40012)},
+                              {"ack of data", T(false, kAck, 5001, 1101, 0, 40012)},
+                              {"the same ACK, once more", T(false, kAck, 5001, 1101, 0, 40012)},
+                              {"the same ACK, twice more", T(false, kAck, 5001, 1101, 0, 40012)},
+                              {"the same ACK, 3 repeats", T(false, kAck, 5001, 1101, 0, 40012)},
+                              {"the same ACK, 4 repeats", T(false, kAck, 5001, 1101, 0, 40012)},
+                              {"the other side's ACK", T(true, kAck, 1101, 5001, 0, 40012)},
+                              {"zero window", Tcp(kS, 80, kC, 40012, kAck, 5001, 1101, 0, 0)},
+                              {"window open again", T(false, kAck, 5001, 1101, 0, 40012)},
+                              {"data both ways", T(false, kPshAck, 5001, 1101, 50, 40012)},
+                              {"ack of it", T(true, kAck, 1101, 5051, 0, 40012)}})},
       {"sctp handshake, tags, bundling, shutdown",
        {Sctp("DATA first", true, 0, data, 5001),
         Sctp("INIT with a tag", true, 7, SctpInitChunk(kSctpInit, ct), 5001),
@@ -454,17 +458,15 @@ TEST(KernelFidelity, RetransmissionCountWithoutSeq) {
   MonotonicClock clock;
   TimeoutPolicy timeouts;
   Table ours(TableOptions{.capacity = 64});
-  const std::vector<Step> steps = {
-      {"SYN", T(true, kSyn, 1000, 0, 0, 40013)},
-      {"SYN/ACK", T(false, kSynAck, 5000, 1001, 0, 40013)},
-      {"ACK", T(true, kAck, 1001, 5001, 0, 40013)},
-      {"data", T(true, kPshAck, 1001, 5001, 100, 40013)},
-      {"ack of data", T(false, kAck, 5001, 1101, 0, 40013)},
-      {"data again (acknowledged)", T(true, kPshAck, 1001, 5001, 100, 40013)},
-      {"pure ACK ending where it ended", T(true, kAck, 1101, 5001, 0, 40013)},
-      {"the same pure ACK", T(true, kAck, 1101, 5001, 0, 40013)},
-      {"the same pure ACK again", T(true, kAck, 1101, 5001, 0, 40013)},
-  };
+  const std::vector<Step> steps = AfterHandshake(
+      40013, {
+                 {"data", T(true, kPshAck, 1001, 5001, 100, 40013)},
+                 {"ack of data", T(false, kAck, 5001, 1101, 0, 40013)},
+                 {"data again (acknowledged)", T(true, kPshAck, 1001, 5001, 100, 40013)},
+                 {"pure ACK ending where it ended", T(true, kAck, 1101, 5001, 0, 40013)},
+                 {"the same pure ACK", T(true, kAck, 1101, 5001, 0, 40013)},
+                 {"the same pure ACK again", T(true, kAck, 1101, 5001, 0, 40013)},
+             });
   Seen kernel, mine;
   for (const Step& step : steps) {
     std::tie(kernel, mine) = Observe(kernel_lab, ours, timeouts, clock.Now(), step.p);
@@ -494,11 +496,9 @@ TEST(KernelFidelity, RetransmissionCounterWrapsInTheKernelOnly) {
   MonotonicClock clock;
   TimeoutPolicy timeouts;
   Table ours(TableOptions{.capacity = 64});
-  for (const PacketFacts& p :
-       {T(true, kSyn, 1000, 0, 0, 40015), T(false, kSynAck, 5000, 1001, 0, 40015),
-        T(true, kAck, 1001, 5001, 0, 40015)}) {
-    auto [kernel, mine] = Observe(kernel_lab, ours, timeouts, clock.Now(), p);
-    EXPECT_EQ(mine, kernel);
+  for (const Step& step : AfterHandshake(40015, {})) {
+    auto [kernel, mine] = Observe(kernel_lab, ours, timeouts, clock.Now(), step.p);
+    EXPECT_EQ(mine, kernel) << step.what;
   }
   const PacketFacts ack = T(false, kAck, 5001, 1001, 0, 40015);  // then repeated
   for (int repeat = 0; repeat <= 250; ++repeat) {
