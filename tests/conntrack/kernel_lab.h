@@ -16,6 +16,7 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -441,8 +442,7 @@ struct Seen {
   static constexpr int64_t kTimeoutSlack = 2;
   bool operator==(const Seen& o) const {
     return ctstate == o.ctstate && ctdir == o.ctdir && conn == o.conn &&
-           (timeout < 0) == (o.timeout < 0) &&
-           (timeout > o.timeout ? timeout - o.timeout : o.timeout - timeout) <= kTimeoutSlack;
+           (timeout < 0) == (o.timeout < 0) && std::abs(timeout - o.timeout) <= kTimeoutSlack;
   }
 };
 inline std::ostream& operator<<(std::ostream& os, const Seen& s) {
@@ -530,7 +530,7 @@ inline void OurConn(const Table& t, const PacketFacts& p, Nanos now, Nanos read_
   if (!c->seen_reply) out += " UNREPLIED";
   seen->conn = out.empty() ? "tracked" : out;
   const Nanos left = c->expires_in - (read_at - now);
-  seen->timeout = left > 0 ? left / 1'000'000'000 : 0;
+  seen->timeout = left > 0 ? left / kNanosPerSecond : 0;
 }
 
 inline std::string StateName(State s) {
